@@ -1,0 +1,191 @@
+"""Green: the async FastAPI app, a thin aioboto3 driver around ``shared``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response as StarletteResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared import logs
+from shared import web as w
+from shared.calls import run_async
+from shared.errors import ApiError
+from shared.flows import Context
+from shared.handlers import Inputs, handle
+from shared.pipeline import Exchange, Response
+from shared.routes import ROUTES, Route
+from shared.settings import Settings, load_settings
+
+from fastapi_app.aws import AsyncAws
+from fastapi_app.telemetry import Flusher
+
+COLOR = "green"
+EXCHANGE = "chatbot.exchange"
+log = logging.getLogger("chatbot.app")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    flusher: Flusher
+    ctx: Context
+    aws: AsyncAws | None = None
+
+    async def execute(self, call: Any) -> Any:
+        if self.aws is None:
+            raise RuntimeError("the lifespan has not started")
+        return await self.aws.execute(call)
+
+
+def _to_starlette(resp: Response) -> StarletteResponse:
+    return StarletteResponse(resp.body, status_code=resp.status, headers=resp.headers,
+                             media_type=resp.content_type or None)
+
+
+async def _read_body(request: Request, settings: Settings) -> bytes:
+    """Read at most MAX_BODY_BYTES, chunked bodies included; stop at the first byte over."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > settings.max_body_bytes:
+            raise w.too_large(settings)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _view(route: Route, rt: Runtime) -> Callable[[Request], Awaitable[StarletteResponse]]:
+    async def view(request: Request) -> StarletteResponse:
+        inputs = Inputs(
+            path_params=request.path_params,
+            query=request.query_params.multi_items(),
+            content_type=request.headers.get("content-type"),
+            body=await _read_body(request, rt.settings) if route.body is not None else b"",
+        )
+        flow = handle(route.name, rt.ctx, inputs, rt.flusher.telemetry)
+        return _to_starlette(await run_async(flow, rt.execute))
+
+    view.__name__ = route.name
+    return view
+
+
+class ChatbotMiddleware:
+    """Pure ASGI: admits the request, then lets :class:`Exchange` finish the response."""
+
+    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
+        self.app = app
+        self.rt = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rt = self.rt
+        client = scope.get("client")
+        ex = Exchange(rt.settings, COLOR, scope["method"], scope["path"], Headers(scope=scope),
+                      client[0] if client else None, rt.flusher.telemetry)
+        scope[EXCHANGE] = ex
+        early: Response | None
+        try:
+            early = ex.admit()
+            if early is None and ex.needs_rate_limit():
+                await run_async(ex.rate_limit_flow(rt.ctx), rt.execute)
+        except ApiError as err:
+            early = ex.error(err)
+        except Exception as err:
+            log.error("unhandled error", exc_info=err, extra={"request_id": ex.request_id})
+            early = ex.internal_error()
+        if early is not None:
+            await self._send(ex, early, send)
+            return
+
+        started: dict[str, Any] = {}
+        chunks: list[bytes] = []
+
+        async def capture(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                started.update(message)
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        try:
+            await self.app(scope, receive, capture)
+            headers = Headers(raw=started["headers"])
+            extra = {k: v for k, v in headers.items()
+                     if k not in ("content-type", "content-length")}
+            resp = Response(started["status"], b"".join(chunks),
+                            content_type=headers.get("content-type", ""), headers=extra)
+        except Exception as err:
+            log.error("unhandled error", exc_info=err, extra={"request_id": ex.request_id})
+            resp = ex.internal_error()
+        await self._send(ex, resp, send)
+
+    @staticmethod
+    async def _send(ex: Exchange, resp: Response, send: Send) -> None:
+        headers = ex.finish(resp)
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+        raw.append((b"content-length", str(len(resp.body)).encode()))
+        await send({"type": "http.response.start", "status": resp.status, "headers": raw})
+        body = b"" if ex.method == "HEAD" else resp.body
+        await send({"type": "http.response.body", "body": body})
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    logs.configure(COLOR, settings.log_level)
+    runtime = Runtime(settings, Flusher(settings), Context(settings))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            runtime.aws = await AsyncAws.open(settings, stack)
+            runtime.flusher.start(runtime.aws)
+            try:
+                yield
+            finally:
+                await runtime.flusher.close()
+                runtime.aws = None
+
+    app = FastAPI(title="Chatbot API", version=settings.app_version, lifespan=lifespan,
+                  openapi_url=None, docs_url=None, redoc_url=None, redirect_slashes=False)
+    app.state.runtime = runtime
+    for route in ROUTES:
+        methods = [route.method, "HEAD"] if route.method == "GET" else [route.method]
+        app.add_api_route(route.path, _view(route, runtime), methods=methods,
+                          name=route.name, include_in_schema=False)
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> StarletteResponse:  # green only: the one deliberate difference
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="Chatbot API")
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> StarletteResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title="Chatbot API")
+
+    def exchange(request: Request) -> Exchange:
+        return request.scope[EXCHANGE]  # type: ignore[no-any-return]
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, err: ApiError) -> StarletteResponse:
+        return _to_starlette(exchange(request).error(err))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException) -> StarletteResponse:
+        ex = exchange(request)
+        if err.status_code in (404, 405):
+            return _to_starlette(ex.unrouted())
+        log.warning("unexpected HTTP exception", extra={"status": err.status_code,
+                                                        "request_id": ex.request_id})
+        return _to_starlette(ex.internal_error())
+
+    app.add_middleware(ChatbotMiddleware, runtime=runtime)
+    return app

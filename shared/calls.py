@@ -1,0 +1,72 @@
+"""AWS calls as plain data, and the two drivers that carry them out.
+
+A *flow* (see :mod:`shared.flows`) is a generator: it yields the AWS calls it needs, receives
+each result (or has the call's exception thrown into it), and returns the answer. The flows hold
+every decision; the drivers here only execute calls. Blue passes a boto3 executor to
+:func:`run_sync`, green an aioboto3 executor to :func:`run_async`: the httpx auth-flow pattern.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+Service = Literal["dynamodb", "cloudwatch", "bedrock"]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class AwsCall:
+    """One SDK call: ``client(service).<operation>(**params)``; the result is the response dict."""
+
+    service: Service
+    operation: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AgentCall:
+    """``invoke_agent(**params)`` and read the ``completion`` stream to its end.
+
+    The executor feeds every event to an :class:`shared.agent.CompletionAccumulator` and sends
+    back its :class:`shared.agent.AgentReply`. ``deadline_s`` bounds the whole call, stream
+    included.
+    """
+
+    params: dict[str, Any]
+    deadline_s: float
+
+
+Call = AwsCall | AgentCall
+Flow = Generator[Call, Any, T]
+
+
+def run_sync(flow: Flow[T], execute: Callable[[Call], Any]) -> T:
+    """Drive ``flow`` to its end with a blocking executor."""
+    try:
+        call = next(flow)
+        while True:
+            try:
+                result = execute(call)
+            except Exception as exc:  # handed to the flow, which decides what it means
+                call = flow.throw(exc)
+            else:
+                call = flow.send(result)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+async def run_async(flow: Flow[T], execute: Callable[[Call], Awaitable[Any]]) -> T:
+    """Drive ``flow`` to its end with an async executor."""
+    try:
+        call = next(flow)
+        while True:
+            try:
+                result = await execute(call)
+            except Exception as exc:
+                call = flow.throw(exc)
+            else:
+                call = flow.send(result)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]

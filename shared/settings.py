@@ -1,0 +1,166 @@
+"""One pydantic-settings class for both colors. Read once at start-up and passed down.
+
+Every field maps to the environment variable of the same name in upper case. Bad values stop the
+process at start-up with a message naming the variable (:func:`load_settings`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import (
+    AnyHttpUrl,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from shared import __version__
+
+Color = Literal["blue", "green"]
+DEFAULT_NAMESPACES: dict[str, str] = {"blue": "ChatBot/Flask", "green": "ChatBot/FastAPI"}
+DEV_API_KEY = "dev-key-not-for-production"  # noqa: S105 - the documented local-only key
+AGENT_ID_PATTERN = r"^[0-9a-zA-Z]{1,10}$"
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class SettingsError(RuntimeError):
+    """Raised at start-up for a bad setting; the message names each bad variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        case_sensitive=False, extra="ignore", validate_default=True, frozen=True
+    )
+
+    # identity
+    environment: Literal["local", "dev", "test", "staging", "prod"] = "local"
+    app_version: str = __version__
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # AWS
+    aws_region: str = Field(default="us-east-1", min_length=1)
+    aws_endpoint_url: AnyHttpUrl | None = Field(
+        default=None, description="One endpoint for every service (a local emulator)."
+    )
+    dynamodb_endpoint_url: AnyHttpUrl | None = None
+    cloudwatch_endpoint_url: AnyHttpUrl | None = None
+    bedrock_endpoint_url: AnyHttpUrl | None = None
+
+    aws_max_pool_connections: int = Field(
+        default=1000, ge=1, le=10_000, description="HTTP connections per client (green's "
+        "concurrency to the agent needs many; blue uses one per thread).")
+
+    # the agent
+    bedrock_agent_id: str = Field(default="DEVAGENT01", pattern=AGENT_ID_PATTERN)
+    bedrock_agent_alias_id: str = Field(default="DEVALIAS01", pattern=AGENT_ID_PATTERN)
+    bedrock_enable_trace: bool = Field(
+        default=False, description="Ask for traces; needed to report tokens_used."
+    )
+    agent_connect_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    agent_read_timeout_s: float = Field(default=30.0, gt=0, le=900)
+    agent_deadline_s: float = Field(default=45.0, gt=0, le=900)
+    agent_max_attempts: int = Field(default=2, ge=1, le=10)
+
+    # DynamoDB
+    sessions_table: str = Field(default="chat_sessions", pattern=r"^[a-zA-Z0-9_.-]{3,255}$")
+    rate_limit_table: str = Field(default="chat_rate_limits", pattern=r"^[a-zA-Z0-9_.-]{3,255}$")
+    session_ttl_s: int = Field(default=86_400, ge=60)
+    session_history_limit: int = Field(default=20, ge=0, le=100)
+    dynamodb_connect_timeout_s: float = Field(default=1.0, gt=0, le=60)
+    dynamodb_read_timeout_s: float = Field(default=3.0, gt=0, le=60)
+    dynamodb_max_attempts: int = Field(default=3, ge=1, le=10)
+
+    # rate limits
+    rate_limit_enabled: bool = True
+    rate_limit_requests: int = Field(default=600, ge=1)
+    rate_limit_window_s: int = Field(default=60, ge=1, le=86_400)
+    trust_forwarded_for: bool = Field(
+        default=False, description="Use X-Forwarded-For's first hop as the client IP (behind ALB)."
+    )
+
+    # auth and CORS
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="Comma-separated; empty disables auth on /api."
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    cors_allow_credentials: bool = False
+
+    # HTTP
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
+    gzip_min_bytes: int = Field(default=1000, ge=0)
+
+    # metrics
+    metrics_enabled: bool = True
+    metrics_namespace: str | None = Field(
+        default=None, description="Defaults to ChatBot/Flask (blue) or ChatBot/FastAPI (green)."
+    )
+    metrics_flush_interval_s: float = Field(default=5.0, gt=0, le=300)
+    metrics_buffer_max: int = Field(default=100_000, ge=100)
+    metrics_dir: str | None = Field(
+        default=None,
+        description="Directory shared by one instance's workers for /metrics and "
+        "/metrics/performance (the launchers set it).",
+    )
+    health_check_timeout_s: float = Field(default=2.0, gt=0, le=30)
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"origin {origin!r} must start with http:// or https://")
+        return [o.rstrip("/") for o in value]
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Settings:
+        if "*" in self.cors_origins and self.cors_allow_credentials:
+            raise ValueError(
+                "CORS_ORIGINS='*' cannot be combined with CORS_ALLOW_CREDENTIALS=true"
+            )
+        if self.environment in ("staging", "prod"):
+            if any(k.get_secret_value() == DEV_API_KEY for k in self.api_keys):
+                raise ValueError("API_KEYS holds the local dev key outside local/dev/test")
+        if self.agent_deadline_s < self.agent_connect_timeout_s:
+            raise ValueError("AGENT_DEADLINE_S must be at least AGENT_CONNECT_TIMEOUT_S")
+        return self
+
+    def endpoint_for(self, service: Literal["dynamodb", "cloudwatch", "bedrock"]) -> str | None:
+        specific = {
+            "dynamodb": self.dynamodb_endpoint_url,
+            "cloudwatch": self.cloudwatch_endpoint_url,
+            "bedrock": self.bedrock_endpoint_url,
+        }[service]
+        url = specific or self.aws_endpoint_url
+        return str(url).rstrip("/") if url is not None else None
+
+    def namespace_for(self, color: Color) -> str:
+        return self.metrics_namespace or DEFAULT_NAMESPACES[color]
+
+    def api_key_values(self) -> list[bytes]:
+        return [k.get_secret_value().encode() for k in self.api_keys]
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment (plus overrides), or fail naming each bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = "_".join(str(p) for p in err["loc"]).upper() or "SETTINGS"
+            lines.append(f"  {name}: {err['msg']}")
+        raise SettingsError("invalid settings:\n" + "\n".join(lines)) from None
