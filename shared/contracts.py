@@ -16,7 +16,18 @@ SESSION_ID_PATTERN = r"^[0-9a-zA-Z._:-]{2,100}$"
 USER_ID_PATTERN = r"^[0-9a-zA-Z._:@-]{1,128}$"
 MESSAGE_MAX_CHARS = 4000
 
-SessionId = Annotated[str, StringConstraints(pattern=SESSION_ID_PATTERN)]
+
+
+def _has_alnum(value: str) -> str:
+    # ".", ".." and the like are dot-segments that URL clients rewrite: never a usable id
+    if not any(c.isalnum() for c in value):
+        raise ValueError("session_id must contain a letter or a digit")
+    return value
+
+
+SessionId = Annotated[
+    str, StringConstraints(pattern=SESSION_ID_PATTERN), AfterValidator(_has_alnum)
+]
 UserId = Annotated[str, StringConstraints(pattern=USER_ID_PATTERN)]
 
 

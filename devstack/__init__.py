@@ -1,0 +1,1 @@
+"""The embedded default AWS stack: moto (DynamoDB, CloudWatch) and our agent-runtime emulator."""

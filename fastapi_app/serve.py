@@ -1,0 +1,40 @@
+"""Serve green with uvicorn (uvloop, httptools), one worker per core by default.
+
+The same command serves `make run`, the e2e tests and the image: ``python -m fastapi_app.serve``.
+It prepares the instance's metrics directory before any worker imports prometheus_client.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import uvicorn
+
+
+def main() -> None:
+    metrics_dir = os.environ.get("METRICS_DIR") or tempfile.mkdtemp(
+        prefix="chatbot-green-metrics-")
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    os.makedirs(metrics_dir, exist_ok=True)
+    os.environ["METRICS_DIR"] = metrics_dir
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    uvicorn.run(
+        "fastapi_app.app:create_app",
+        factory=True,
+        host=os.environ.get("HOST", "127.0.0.1"),
+        port=int(os.environ.get("PORT", "8002")),
+        workers=int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 1)),
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        proxy_headers=os.environ.get("TRUST_FORWARDED_FOR", "").lower() == "true",
+        timeout_graceful_shutdown=int(os.environ.get("GRACEFUL_TIMEOUT", "30")),
+        log_level=os.environ.get("LOG_LEVEL", "info").lower(),
+    )
+
+
+if __name__ == "__main__":
+    main()

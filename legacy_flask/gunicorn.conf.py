@@ -1,0 +1,50 @@
+"""gunicorn settings for blue. The same file serves `make run`, the e2e tests and the image.
+
+Workers build the Flask app (and so their boto3 clients) after the fork: ``preload_app`` stays
+off. The master prepares one metrics directory for the instance, shared by every worker, for
+``/metrics`` (Prometheus multi-process mode) and ``/metrics/performance``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import tempfile
+from typing import Any
+
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8001')}"
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
+workers = int(os.environ.get("WEB_CONCURRENCY", 2 * multiprocessing.cpu_count() + 1))
+threads = int(os.environ.get("GUNICORN_THREADS", "1"))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
+keepalive = 5
+preload_app = False
+accesslog = None  # the app writes one JSON line per request itself
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+
+_metrics_dir = os.environ.get("METRICS_DIR") or tempfile.mkdtemp(prefix="chatbot-blue-metrics-")
+os.environ["METRICS_DIR"] = _metrics_dir
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+
+
+def on_starting(server: Any) -> None:
+    # a fresh instance starts with empty statistics
+    shutil.rmtree(_metrics_dir, ignore_errors=True)
+    os.makedirs(_metrics_dir, exist_ok=True)
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Flush this worker's buffered CloudWatch metrics before it exits (SIGTERM included)."""
+    app = getattr(worker, "wsgi", None)
+    runtime = getattr(app, "extensions", {}).get("chatbot") if app is not None else None
+    if runtime is not None:
+        runtime.flusher.close()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    from shared.prom import worker_exited
+
+    worker_exited(worker.pid)

@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from shared.calls import AwsCall, Call, run_sync
+from shared.metrics import MAX_SEND_ATTEMPTS, MetricBuffer, flush, outcome_metric
+from shared.perfwindow import PerfWindow, percentile
+
+pytestmark = pytest.mark.unit
+T = datetime(2026, 1, 1, 12, 0, 30, tzinfo=UTC)
+
+
+def test_outcome_metric() -> None:
+    assert [outcome_metric(s) for s in (200, 404, 503)] == [
+        "SuccessCount", "ClientErrorCount", "ErrorCount"]
+
+
+def test_buffer_aggregates_per_minute_and_endpoint() -> None:
+    buf = MetricBuffer("ChatBot/Test")
+    for status, ms in [(200, 10.0), (200, 30.0), (503, 5.0)]:
+        buf.record("/api/v1/chat", status, ms, when=T)
+    (batch,) = buf.take()
+    by_name = {d["MetricName"]: d for d in batch.datums}
+    assert by_name["RequestCount"]["StatisticValues"]["SampleCount"] == 3
+    assert by_name["SuccessCount"]["StatisticValues"]["Sum"] == 2
+    assert by_name["ErrorCount"]["StatisticValues"]["Sum"] == 1
+    lat = by_name["RequestLatency"]
+    assert lat["Unit"] == "Milliseconds"
+    assert lat["StatisticValues"] == {"SampleCount": 3.0, "Sum": 45.0, "Minimum": 5.0,
+                                      "Maximum": 30.0}
+    assert lat["Dimensions"] == [{"Name": "Endpoint", "Value": "/api/v1/chat"}]
+    assert batch.observations == 3
+    assert buf.take() == []
+
+
+def test_full_buffer_drops_and_counts() -> None:
+    buf = MetricBuffer("ns", max_observations=100)
+    accepted = sum(buf.record("/health", 200, 1.0, when=T) for _ in range(105))
+    assert accepted == 100
+    assert buf.dropped == 5
+
+
+def test_flush_retries_then_drops_with_a_count() -> None:
+    buf = MetricBuffer("ns")
+    buf.record("/health", 200, 1.0, when=T)
+    sent: list[AwsCall] = []
+
+    def failing(call: Call) -> Any:
+        raise ConnectionError("down")
+
+    for _ in range(MAX_SEND_ATTEMPTS - 1):
+        assert run_sync(flush(buf), failing) == 0
+        assert buf.pending == 1
+        assert buf.dropped == 0
+    assert run_sync(flush(buf), failing) == 0
+    assert buf.dropped == 1
+    assert buf.pending == 0
+
+    buf.record("/health", 200, 1.0, when=T)
+
+    def ok(call: Call) -> Any:
+        assert isinstance(call, AwsCall)
+        sent.append(call)
+        return {}
+
+    assert run_sync(flush(buf), ok) == 1
+    assert sent[0].params["Namespace"] == "ns"
+    assert buf.sent == 1
+
+
+def test_many_endpoints_split_into_batches_of_1000() -> None:
+    buf = MetricBuffer("ns")
+    for i in range(400):
+        buf.record(f"/e{i}", 200, 1.0, when=T)
+    batches = buf.take()
+    assert [len(b.datums) for b in batches] == [1000, 200]
+    assert sum(b.observations for b in batches) == 400
+
+
+def test_percentile_nearest_rank() -> None:
+    data = [float(i) for i in range(1, 101)]
+    assert percentile(data, 50) == 50
+    assert percentile(data, 90) == 90
+    assert percentile(data, 99) == 99
+    assert percentile([], 50) == 0
+
+
+def test_perf_window_in_memory_and_on_disk(tmp_path: Any) -> None:
+    for directory in (None, str(tmp_path)):
+        win = PerfWindow(directory, capacity=8)
+        now = 1_000_000.0
+        win.record(500.0, 200, now=now - 120)  # outside the window
+        for i in range(10):  # wraps the ring of 8
+            win.record(float(i), 503 if i == 9 else 200, now=now - 1)
+        snap = win.snapshot(now=now)
+        assert snap.requests == 8
+        assert snap.p99_ms == 9.0
+        assert snap.error_rate == pytest.approx(1 / 8)
+
+
+def test_perf_window_reads_every_worker(tmp_path: Any) -> None:
+    a = PerfWindow(str(tmp_path))
+    a.record(10.0, 200, now=100.0)
+    (tmp_path / "perf-99999.ring").write_bytes((tmp_path.glob("perf-*.ring").__next__())
+                                               .read_bytes())  # a second worker's ring
+    assert a.snapshot(now=101.0).requests == 2

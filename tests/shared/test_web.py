@@ -1,0 +1,153 @@
+"""Request parsing and validation rules (no I/O)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from shared import web as w
+from shared.errors import ApiError, ErrorCode
+from shared.settings import Settings
+
+pytestmark = pytest.mark.unit
+JSON = "application/json"
+
+
+def code_of(content_type: str | None, body: bytes) -> tuple[ErrorCode, ApiError]:
+    with pytest.raises(ApiError) as err:
+        w.parse_chat_request(content_type, body)
+    return err.value.code, err.value
+
+
+def test_valid_request() -> None:
+    req = w.parse_chat_request("application/json; charset=utf-8",
+                               b'{"message": "hi", "session_id": "s-1", "extra": 1}')
+    assert req.message == "hi"
+    assert req.session_id == "s-1"
+
+
+@pytest.mark.parametrize(("content_type", "body", "code"), [
+    (None, b'{"message":"x"}', ErrorCode.UNSUPPORTED_MEDIA_TYPE),
+    ("text/plain", b'{"message":"x"}', ErrorCode.UNSUPPORTED_MEDIA_TYPE),
+    (JSON, b"", ErrorCode.MALFORMED_JSON),
+    (JSON, b"   ", ErrorCode.MALFORMED_JSON),
+    (JSON, b'{"message": "x"', ErrorCode.MALFORMED_JSON),
+    (JSON, b'{"message": "x", "message": "y"}', ErrorCode.MALFORMED_JSON),
+    (JSON, b'\xff\xfe{"message": "x"}', ErrorCode.MALFORMED_JSON),
+    (JSON, b'{"message": NaN}', ErrorCode.MALFORMED_JSON),
+    (JSON, b"[" * 5000 + b"]" * 5000, ErrorCode.MALFORMED_JSON),
+    (JSON, b'{"a":' * 40 + b"1" + b"}" * 40, ErrorCode.MALFORMED_JSON),
+    (JSON, b'{"message": 1' + b"0" * 5000 + b"}", ErrorCode.MALFORMED_JSON),
+    (JSON, b"[]", ErrorCode.VALIDATION_ERROR),
+    (JSON, b'"hello"', ErrorCode.VALIDATION_ERROR),
+    (JSON, b"{}", ErrorCode.VALIDATION_ERROR),
+    (JSON, b'{"message": ""}', ErrorCode.VALIDATION_ERROR),
+    (JSON, b'{"message": " \\n\\t "}', ErrorCode.VALIDATION_ERROR),
+    (JSON, b'{"message": null}', ErrorCode.VALIDATION_ERROR),
+    (JSON, b'{"message": 42}', ErrorCode.VALIDATION_ERROR),
+    (JSON, b'{"message": "a\\u0000b"}', ErrorCode.VALIDATION_ERROR),
+    (JSON, json.dumps({"message": "x" * 4001}).encode(), ErrorCode.VALIDATION_ERROR),
+    (JSON, b'{"message": "x", "session_id": "a"}', ErrorCode.VALIDATION_ERROR),
+    (JSON, b'{"message": "x", "session_id": "../etc"}', ErrorCode.VALIDATION_ERROR),
+    (JSON, b'{"message": "x", "session_id": "a/b"}', ErrorCode.VALIDATION_ERROR),
+])
+def test_bad_bodies(content_type: str | None, body: bytes, code: ErrorCode) -> None:
+    got, err = code_of(content_type, body)
+    assert got is code
+    assert err.status == {ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415, ErrorCode.MALFORMED_JSON: 400,
+                          ErrorCode.VALIDATION_ERROR: 422}[code]
+
+
+def test_validation_details_name_the_field_and_echo_no_input() -> None:
+    _, err = code_of(JSON, b'{"message": "", "session_id": "x"}')
+    assert err.details is not None
+    locs = sorted(tuple(d.loc) for d in err.details)
+    assert locs == [("body", "message"), ("body", "session_id")]
+    dumped = json.dumps([d.model_dump() for d in err.details])
+    assert '"input"' not in dumped
+
+
+def test_unicode_messages_are_accepted() -> None:
+    for text in ["héllo 👋", "مرحبا بالعالم", "<script>alert(1)</script>"]:
+        assert w.parse_chat_request(JSON, json.dumps({"message": text}).encode()).message == text
+
+
+@pytest.mark.parametrize(("incoming", "echoed"), [
+    ("abc-123", True), ("a" * 128, True), ("a" * 129, False), ("bad id", False),
+    ("x\r\ny", False), ("", False), (None, False),
+])
+def test_request_id(incoming: str | None, echoed: bool) -> None:
+    rid = w.request_id(incoming)
+    assert (rid == incoming) is echoed
+    assert w.request_id(None) != w.request_id(None)
+
+
+@pytest.mark.parametrize(("query", "ok"), [
+    ([], True), ([("limit", "5")], True), ([("limit", "0")], False), ([("limit", "abc")], False),
+    ([("limit", "100000")], False), ([("limit", "5"), ("limit", "abc")], True),
+    ([("cursor", "x" * 2000)], False),
+])
+def test_list_query(query: list[tuple[str, str]], ok: bool) -> None:
+    if ok:
+        assert w.list_query(query).limit in (5, 20)
+    else:
+        with pytest.raises(ApiError) as err:
+            w.list_query(query)
+        assert err.value.status == 422
+        assert err.value.details and err.value.details[0].loc[0] == "query"
+
+
+def test_path_params() -> None:
+    assert w.session_id_param("s-1.2:3_x") == "s-1.2:3_x"
+    for bad in ["a", "x" * 101, "..", "a b"]:
+        with pytest.raises(ApiError) as err:
+            w.session_id_param(bad)
+        assert err.value.details and err.value.details[0].loc[:2] == ["path", "session_id"]
+
+
+def test_api_key_check() -> None:
+    open_settings = Settings()
+    assert w.check_api_key(open_settings, None) is None
+    locked = Settings(api_keys="k1,k2")
+    assert w.check_api_key(locked, "k2") == "k2"
+    for bad in [None, "", "k3", "k1 "]:
+        with pytest.raises(ApiError) as err:
+            w.check_api_key(locked, bad)
+        assert err.value.status == 401
+
+
+def test_cors_rules() -> None:
+    s = Settings(cors_origins="https://app.example.com")
+    assert w.cors(s, "GET", None, None, None).headers == {}
+    ok = w.cors(s, "GET", "https://app.example.com", None, None)
+    assert ok.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert "Access-Control-Allow-Credentials" not in ok.headers
+    assert "Access-Control-Allow-Origin" not in w.cors(s, "GET", "https://evil.test", None,
+                                                       None).headers
+    pre = w.cors(s, "OPTIONS", "https://app.example.com", "POST", "Content-Type, X-API-Key")
+    assert pre.preflight
+    assert "POST" in pre.headers["Access-Control-Allow-Methods"]
+    with pytest.raises(ApiError) as err:
+        w.cors(s, "OPTIONS", "https://evil.test", "POST", None)
+    assert err.value.status == 403
+
+
+def test_gzip_threshold_and_negotiation() -> None:
+    s = Settings(gzip_min_bytes=1000)
+    small, h = w.maybe_gzip(b"x" * 999, "gzip", s)
+    assert small == b"x" * 999
+    assert h == {}
+    big, h = w.maybe_gzip(b"x" * 1000, "gzip, br", s)
+    assert h["Content-Encoding"] == "gzip"
+    assert gzip.decompress(big) == b"x" * 1000
+    same, h = w.maybe_gzip(b"x" * 1000, "gzip;q=0", s)
+    assert "Content-Encoding" not in h
+    assert h["Vary"] == "Accept-Encoding"
+    assert w.accepts_gzip("identity, gzip;q=0.5")
+    assert not w.accepts_gzip("gzip;q=abc")
+
+
+def test_merge_vary() -> None:
+    assert w.merge_vary("Origin", None, "accept-encoding, origin") == "Origin, accept-encoding"
