@@ -15,6 +15,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response as StarletteResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fastapi_app.aws import AsyncAws
+from fastapi_app.telemetry import Flusher
 from shared import logs
 from shared import web as w
 from shared.calls import run_async
@@ -23,12 +25,9 @@ from shared.flows import Context
 from shared.handlers import Inputs, handle
 from shared.pipeline import Exchange, Response
 from shared.routes import ROUTES, Route
-from shared.settings import Settings, load_settings
+from shared.settings import Color, Settings, load_settings
 
-from fastapi_app.aws import AsyncAws
-from fastapi_app.telemetry import Flusher
-
-COLOR = "green"
+COLOR: Color = "green"
 EXCHANGE = "chatbot.exchange"
 log = logging.getLogger("chatbot.app")
 

@@ -23,9 +23,9 @@ class AsyncAws:
     async def open(cls, settings: Settings, stack: AsyncExitStack) -> AsyncAws:
         """Create every client once; the stack closes them at shutdown."""
         session = aioboto3.Session()
-        clients = {
+        clients: dict[str, Any] = {
             spec.service: await stack.enter_async_context(
-                session.client(spec.sdk_name, **spec.kwargs))  # type: ignore[call-overload]
+                session.client(spec.sdk_name, **spec.kwargs))
             for spec in client_specs(settings)
         }
         return cls(clients)

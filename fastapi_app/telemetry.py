@@ -6,14 +6,13 @@ import asyncio
 import contextlib
 import logging
 
+from fastapi_app.aws import AsyncAws
 from shared import prom
 from shared.calls import run_async
 from shared.metrics import MetricBuffer, flush
 from shared.perfwindow import PerfWindow
 from shared.pipeline import Telemetry
 from shared.settings import Settings
-
-from fastapi_app.aws import AsyncAws
 
 log = logging.getLogger("chatbot.metrics")
 

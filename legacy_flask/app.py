@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +10,8 @@ from flask import Blueprint, Flask, g, request
 from flask import Response as FlaskResponse
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from legacy_flask.aws import SyncAws
+from legacy_flask.telemetry import Flusher
 from shared import logs
 from shared import web as w
 from shared.calls import run_sync
@@ -19,12 +20,9 @@ from shared.flows import Context
 from shared.handlers import Inputs, handle
 from shared.pipeline import Exchange, Response
 from shared.routes import ROUTES, Route
-from shared.settings import Settings, load_settings
+from shared.settings import Color, Settings, load_settings
 
-from legacy_flask.aws import SyncAws
-from legacy_flask.telemetry import Flusher
-
-COLOR = "blue"
+COLOR: Color = "blue"
 log = logging.getLogger("chatbot.app")
 
 
@@ -154,5 +152,4 @@ def create_app(settings: Settings | None = None) -> Flask:
         return _to_flask(ex.internal_error())
 
     flusher.start()
-    atexit.register(flusher.close)
     return app

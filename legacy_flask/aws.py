@@ -34,7 +34,8 @@ class SyncAws:
                 if self._pid != os.getpid():
                     session = boto3.session.Session()  # Sessions are not thread-safe; clients are
                     self._clients = {
-                        spec.service: session.client(spec.sdk_name, **spec.kwargs)
+                        spec.service: session.client(  # type: ignore[call-overload]
+                            spec.sdk_name, **spec.kwargs)
                         for spec in client_specs(self._settings, self._pool)
                     }
                     self._pid = os.getpid()

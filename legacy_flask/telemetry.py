@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 
+from legacy_flask.aws import SyncAws
 from shared import prom
 from shared.calls import run_sync
 from shared.metrics import MetricBuffer, flush
 from shared.perfwindow import PerfWindow
 from shared.pipeline import Telemetry
 from shared.settings import Settings
-
-from legacy_flask.aws import SyncAws
 
 log = logging.getLogger("chatbot.metrics")
 
@@ -34,6 +34,7 @@ class Flusher:
             self._thread = threading.Thread(target=self._run, name="metrics-flusher",
                                             daemon=True)
             self._thread.start()
+            atexit.register(self.close)
 
     def _run(self) -> None:
         while not self._stop.wait(self.settings.metrics_flush_interval_s):
@@ -48,6 +49,7 @@ class Flusher:
 
     def close(self) -> None:
         """Stop the thread and flush what is left (on worker exit / SIGTERM)."""
+        atexit.unregister(self.close)
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self.settings.metrics_flush_interval_s + 5)

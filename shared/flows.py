@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from shared import sessions as sess
 from shared.agent import AgentReply, invoke_call
@@ -269,9 +269,9 @@ def _http_status(exc: BaseException) -> int:
     return 0
 
 
-def _check(name: str, started: float, ctx: Context, error: str | None) -> DependencyCheck:
+def _check(name: Literal["dynamodb", "agent"], started: float, ctx: Context, error: str | None) -> DependencyCheck:
     return DependencyCheck(
-        name=name,  # type: ignore[arg-type]
+        name=name,
         status="down" if error else "up",
         latency_ms=round((ctx.perf() - started) * 1000, 3),
         error=error,

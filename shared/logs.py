@@ -14,6 +14,18 @@ from pythonjsonlogger.json import JsonFormatter
 ACCESS = logging.getLogger("chatbot.access")
 
 
+class _Stdout(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stdout`` is at emit time (test runners swap it)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> object:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
 class _ColorFilter(logging.Filter):
     def __init__(self, color: str) -> None:
         super().__init__()
@@ -31,7 +43,7 @@ def configure(color: str, level: str = "INFO") -> None:
     logger.propagate = False
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stdout)
+    handler = _Stdout()
     handler.setFormatter(JsonFormatter(
         "%(levelname)s %(name)s %(message)s",
         rename_fields={"levelname": "level", "name": "logger"},

@@ -16,8 +16,8 @@ from pydantic.json_schema import models_json_schema
 from shared import __version__
 from shared.contracts import ErrorResponse, SessionId, UserId
 from shared.errors import CATALOGUE
-from shared.web import ListQuery
 from shared.routes import ROUTES, Route
+from shared.web import ListQuery
 
 REF = "#/components/schemas/{model}"
 
@@ -39,8 +39,7 @@ def _status_text(status: int) -> str:
     return "Error: " + ", ".join(codes) if codes else "Error"
 
 
-def _operation(route: Route, refs: dict[tuple[type[BaseModel], str], dict[str, Any]]
-               ) -> dict[str, Any]:
+def _operation(route: Route, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]:
     op: dict[str, Any] = {
         "operationId": route.name,
         "summary": route.summary,

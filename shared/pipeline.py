@@ -8,8 +8,9 @@ every response header, compress, record metrics and write the access log line.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from shared import logs, prom
 from shared import web as w
@@ -23,6 +24,12 @@ from shared.routes import Route, allow_header, endpoint_label, routes_for_path
 from shared.settings import Color, Settings
 
 JSON = "application/json"
+
+
+class HeaderLookup(Protocol):
+    """Case-insensitive header access: werkzeug's and Starlette's ``Headers`` both fit."""
+
+    def get(self, key: str, /) -> str | None: ...
 
 
 @dataclass
@@ -47,7 +54,7 @@ class Exchange:
     color: Color
     method: str
     path: str
-    headers: Mapping[str, str]  # case-insensitive lookups: the adapters pass their own
+    headers: HeaderLookup
     remote_addr: str | None
     telemetry: Telemetry | None = None
     perf: Callable[[], float] = time.perf_counter
@@ -152,9 +159,9 @@ class Exchange:
         endpoint = endpoint_label(self.template)
         if self.telemetry is not None:
             self.telemetry.window.record(elapsed * 1000, status)
-            if self.settings.metrics_enabled:
-                if not self.telemetry.buffer.record(endpoint, status, elapsed * 1000):
-                    prom.DATUMS_DROPPED.labels(self.color).inc()
+            if self.settings.metrics_enabled and not self.telemetry.buffer.record(
+                    endpoint, status, elapsed * 1000):
+                prom.DATUMS_DROPPED.labels(self.color).inc()
         prom.observe(self.color, endpoint, self.method, status, elapsed)
         logs.access(request_id=self.request_id, method=self.method, path=self.path,
                     status=status, duration_ms=elapsed * 1000, client=self.remote_addr)

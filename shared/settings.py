@@ -22,7 +22,7 @@ from shared import __version__
 
 Color = Literal["blue", "green"]
 DEFAULT_NAMESPACES: dict[str, str] = {"blue": "ChatBot/Flask", "green": "ChatBot/FastAPI"}
-DEV_API_KEY = "dev-key-not-for-production"  # noqa: S105 - the documented local-only key
+DEV_API_KEY = "dev-key-not-for-production"
 AGENT_ID_PATTERN = r"^[0-9a-zA-Z]{1,10}$"
 
 
@@ -131,9 +131,9 @@ class Settings(BaseSettings):
             raise ValueError(
                 "CORS_ORIGINS='*' cannot be combined with CORS_ALLOW_CREDENTIALS=true"
             )
-        if self.environment in ("staging", "prod"):
-            if any(k.get_secret_value() == DEV_API_KEY for k in self.api_keys):
-                raise ValueError("API_KEYS holds the local dev key outside local/dev/test")
+        if self.environment in ("staging", "prod") and any(
+                k.get_secret_value() == DEV_API_KEY for k in self.api_keys):
+            raise ValueError("API_KEYS holds the local dev key outside local/dev/test")
         if self.agent_deadline_s < self.agent_connect_timeout_s:
             raise ValueError("AGENT_DEADLINE_S must be at least AGENT_CONNECT_TIMEOUT_S")
         return self

@@ -233,7 +233,7 @@ def cors(settings: Settings, method: str, origin: str | None,
         return Cors(headers=headers)
     asked = [h.strip().lower() for h in (request_headers or "").split(",") if h.strip()]
     refused = [h for h in asked if h not in CORS_ALLOW_HEADERS]
-    if request_method.upper() not in CORS_ALLOW_METHODS.split(", ") or refused:
+    if (request_method or "").upper() not in CORS_ALLOW_METHODS.split(", ") or refused:
         raise ApiError(ErrorCode.CORS_ORIGIN_NOT_ALLOWED,
                        "This method or header is not allowed cross-origin.")
     headers["Access-Control-Allow-Methods"] = CORS_ALLOW_METHODS

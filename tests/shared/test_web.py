@@ -96,7 +96,8 @@ def test_list_query(query: list[tuple[str, str]], ok: bool) -> None:
         with pytest.raises(ApiError) as err:
             w.list_query(query)
         assert err.value.status == 422
-        assert err.value.details and err.value.details[0].loc[0] == "query"
+        assert err.value.details
+        assert err.value.details[0].loc[0] == "query"
 
 
 def test_path_params() -> None:
@@ -104,7 +105,8 @@ def test_path_params() -> None:
     for bad in ["a", "x" * 101, "..", "a b"]:
         with pytest.raises(ApiError) as err:
             w.session_id_param(bad)
-        assert err.value.details and err.value.details[0].loc[:2] == ["path", "session_id"]
+        assert err.value.details
+        assert err.value.details[0].loc[:2] == ["path", "session_id"]
 
 
 def test_api_key_check() -> None:
@@ -142,7 +144,7 @@ def test_gzip_threshold_and_negotiation() -> None:
     big, h = w.maybe_gzip(b"x" * 1000, "gzip, br", s)
     assert h["Content-Encoding"] == "gzip"
     assert gzip.decompress(big) == b"x" * 1000
-    same, h = w.maybe_gzip(b"x" * 1000, "gzip;q=0", s)
+    _same, h = w.maybe_gzip(b"x" * 1000, "gzip;q=0", s)
     assert "Content-Encoding" not in h
     assert h["Vary"] == "Accept-Encoding"
     assert w.accepts_gzip("identity, gzip;q=0.5")

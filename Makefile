@@ -1,0 +1,53 @@
+# The two commands a newcomer needs: `make run` and `make test`. Each installs what is missing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
+BLUE_PORT ?= 8001
+GREEN_PORT ?= 8002
+export BLUE_PORT GREEN_PORT
+
+.PHONY: help install run test test-fast lint typecheck parity bench soak fuzz lock clean
+
+help:
+	@echo "make run      devstack + blue (gunicorn, :$(BLUE_PORT)) + green (uvicorn, :$(GREEN_PORT))"
+	@echo "make test     lint, type-check and every test"
+	@echo "make parity   replay the parity corpus against both colors"
+	@echo "make lock     re-resolve requirements.lock from pyproject.toml"
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check uv
+	$(BIN)/uv pip install -q -p $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install -q -p $(BIN)/python --no-deps -e .
+	@rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/python -m devstack.run
+
+lint: install
+	$(BIN)/ruff check .
+
+typecheck: install
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/pytest -n 2 --dist loadgroup
+
+test-fast: install
+	$(BIN)/pytest -m unit -q
+
+parity: install
+	@echo "make parity: the parity harness is not built yet (issue 3)." >&2; exit 2
+
+bench soak fuzz: install
+	@echo "make $@: not built yet." >&2; exit 2
+
+lock:
+	uv pip compile pyproject.toml --extra dev -o requirements.lock -q
+
+clean:
+	rm -rf $(VENV) reports .run .pytest_cache .mypy_cache .ruff_cache
