@@ -55,6 +55,7 @@ def create_tables(endpoint: str, sessions_table: str, rate_limit_table: str,
 class DevStack:
     """moto + the agent emulator on free loopback ports (or the ports given)."""
 
+    host: str = "127.0.0.1"
     moto_port: int = 0
     agent_port: int = 0
     agent_latency_ms: int = 0
@@ -68,20 +69,21 @@ class DevStack:
     def moto_url(self) -> str:
         assert self.moto is not None
         host, port = self.moto.get_host_and_port()
-        return f"http://{host}:{port}"
+        return f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"  # noqa: S104
 
     @property
     def agent_url(self) -> str:
         assert self.agent is not None
-        return self.agent.url
+        return self.agent.url.replace("0.0.0.0", "127.0.0.1")  # noqa: S104
 
     def start(self) -> DevStack:
         for name, value in FAKE_CREDENTIALS.items():
             os.environ.setdefault(name, value)
-        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.moto_port,
+        self.moto = ThreadedMotoServer(ip_address=self.host, port=self.moto_port,
                                        verbose=False)
         self.moto.start()
-        self.agent = AgentEmulator(port=self.agent_port, latency_ms=self.agent_latency_ms,
+        self.agent = AgentEmulator(host=self.host, port=self.agent_port,
+                                   latency_ms=self.agent_latency_ms,
                                    fault_timeout_s=self.agent_fault_timeout_s)
         self.agent.start()
         for sessions, limits in self.tables:
@@ -132,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m devstack",
                                      description="Run the embedded AWS stack in the foreground.")
+    parser.add_argument("--host", default=os.environ.get("DEVSTACK_HOST", "127.0.0.1"),
+                        help="bind address (0.0.0.0 inside a container)")
     parser.add_argument("--moto-port", type=int, default=int(os.environ.get("MOTO_PORT", 5000)))
     parser.add_argument("--agent-port", type=int,
                         default=int(os.environ.get("AGENT_PORT", 5001)))
@@ -139,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                         default=int(os.environ.get("AGENT_LATENCY_MS", 0)))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-    stack = DevStack(moto_port=args.moto_port, agent_port=args.agent_port,
+    stack = DevStack(host=args.host, moto_port=args.moto_port, agent_port=args.agent_port,
                      agent_latency_ms=args.agent_latency_ms).start()
     print(json.dumps({"moto": stack.moto_url, "agent": stack.agent_url,
                       "dev_api_key": DEV_API_KEY}), flush=True)

@@ -14,12 +14,15 @@ from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     ConnectTimeoutError,
+    HTTPClientError,
     ReadTimeoutError,
     ResponseStreamingError,
 )
 from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
+from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from shared.errors import ApiError, ErrorCode
 
@@ -50,17 +53,17 @@ def _status(exc: ClientError) -> int:
 
 
 def _is_transport(exc: BaseException) -> bool:
-    # aiohttp errors that aiobotocore does not wrap (payload/disconnect while streaming)
-    return isinstance(exc, OSError | BotoConnectionError) or type(exc).__module__.startswith(
-        "aiohttp"
-    )
+    # Raised while a stream is read, past botocore's wrapping: urllib3's errors (blue) and
+    # aiohttp's (green) for a dropped or broken connection.
+    return isinstance(exc, OSError | BotoConnectionError | HTTPClientError | Urllib3Error) or type(
+        exc).__module__.startswith("aiohttp")
 
 
 def agent_failure(exc: BaseException) -> ApiError | None:
     """The decided error for a failed agent call, or None for a bug (which becomes a 500)."""
     code: ErrorCode
     if isinstance(exc, AgentDeadlineExceeded | ConnectTimeoutError | ReadTimeoutError
-                  | TimeoutError):
+                  | TimeoutError | Urllib3Timeout):  # urllib3's: a stalled stream (blue)
         code = ErrorCode.AGENT_TIMEOUT
     elif isinstance(exc, ClientError):
         aws = _aws_code(exc)
@@ -94,7 +97,7 @@ def store_failure(exc: BaseException, *, writing: bool = False) -> ApiError | No
     if isinstance(exc, ClientError):
         throttled = _aws_code(exc) in _THROTTLE_CODES or _status(exc) == 429
         code = ErrorCode.STORE_THROTTLED if throttled else ErrorCode.STORE_UNAVAILABLE
-    elif isinstance(exc, BotoCoreError | TimeoutError) or _is_transport(exc):
+    elif isinstance(exc, BotoCoreError | TimeoutError | Urllib3Timeout) or _is_transport(exc):
         code = ErrorCode.STORE_UNAVAILABLE
     else:
         return None

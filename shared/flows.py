@@ -269,7 +269,8 @@ def _http_status(exc: BaseException) -> int:
     return 0
 
 
-def _check(name: Literal["dynamodb", "agent"], started: float, ctx: Context, error: str | None) -> DependencyCheck:
+def _check(name: Literal["dynamodb", "agent"], started: float, ctx: Context,
+           error: str | None) -> DependencyCheck:
     return DependencyCheck(
         name=name,
         status="down" if error else "up",

@@ -17,7 +17,7 @@ ACCESS = logging.getLogger("chatbot.access")
 class _Stdout(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever ``sys.stdout`` is at emit time (test runners swap it)."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> object:
         return sys.stdout
 

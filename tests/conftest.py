@@ -1,8 +1,9 @@
 """Fixtures shared by every test: devstack, and each color's app behind one client API.
 
-``color_client`` is parametrized over blue and green: blue is driven through httpx's
-``WSGITransport``; green through httpx's ``ASGITransport`` on an event loop in a helper thread,
-with the lifespan entered, so its aioboto3 clients are the real ones. Both talk to devstack over the wire.
+``client`` is parametrized over blue and green: blue is driven through httpx's
+``WSGITransport``; green through httpx's ``ASGITransport`` on an event loop in a helper
+thread, with the lifespan entered, so its aioboto3 clients are the real ones. Both talk to
+devstack over the wire.
 """
 
 from __future__ import annotations

@@ -141,7 +141,8 @@ def test_bad_session_ids(client: ColorClient, bad: str) -> None:
         error_of(resp, 404, "SESSION_NOT_FOUND")
         return
     body = error_of(resp, 422, "VALIDATION_ERROR")
-    assert body.details and body.details[0].loc == ["path", "session_id"]
+    assert body.details
+    assert body.details[0].loc == ["path", "session_id"]
 
 
 def test_list_user_sessions_paginates_newest_first(client: ColorClient) -> None:
@@ -168,7 +169,8 @@ def test_list_user_sessions_paginates_newest_first(client: ColorClient) -> None:
 @pytest.mark.parametrize("query", ["limit=0", "limit=abc", "limit=100000", "cursor=%%%"])
 def test_list_bad_query(client: ColorClient, query: str) -> None:
     body = error_of(client.get(f"/api/v1/users/u1/sessions?{query}"), 422, "VALIDATION_ERROR")
-    assert body.details and body.details[0].loc[0] == "query"
+    assert body.details
+    assert body.details[0].loc[0] == "query"
 
 
 # --- metrics and docs -------------------------------------------------------------------------
@@ -311,6 +313,11 @@ def test_gzip_for_large_bodies(client: ColorClient) -> None:
     ("malformed", 502, "AGENT_BAD_RESPONSE"),
     ("empty", 502, "AGENT_BAD_RESPONSE"),
     ("timeout", 504, "AGENT_TIMEOUT"),
+    ("stall", 504, "AGENT_TIMEOUT"),
+    ("bad-gateway", 502, "AGENT_ERROR"),
+    ("unavailable", 503, "AGENT_UNAVAILABLE"),
+    ("dependency", 503, "AGENT_UNAVAILABLE"),
+    ("disconnect", 503, "AGENT_UNAVAILABLE"),
 ])
 def test_agent_faults_fail_cleanly_and_write_nothing(client: ColorClient, fault: str,
                                                      status: int, code: str) -> None:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import urllib3
 from botocore.exceptions import (
     ClientError,
     EndpointConnectionError,
@@ -139,6 +140,8 @@ def test_user_mismatch_refused_before_agent_call(aws: FakeAws) -> None:
     (EndpointConnectionError(endpoint_url="http://x"), ErrorCode.AGENT_UNAVAILABLE),
     (ReadTimeoutError(endpoint_url="http://x"), ErrorCode.AGENT_TIMEOUT),
     (TimeoutError(), ErrorCode.AGENT_TIMEOUT),
+    (urllib3.exceptions.ReadTimeoutError(None, "/", "read timed out"), ErrorCode.AGENT_TIMEOUT),
+    (urllib3.exceptions.ProtocolError("connection broken"), ErrorCode.AGENT_UNAVAILABLE),
 ])
 def test_agent_failures_map_and_nothing_is_written(aws: FakeAws, failure: BaseException,
                                                    code: ErrorCode) -> None:
