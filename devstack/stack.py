@@ -79,6 +79,7 @@ class DevStack:
     def start(self) -> DevStack:
         for name, value in FAKE_CREDENTIALS.items():
             os.environ.setdefault(name, value)
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request lines
         self.moto = ThreadedMotoServer(ip_address=self.host, port=self.moto_port,
                                        verbose=False)
         self.moto.start()

@@ -2,7 +2,7 @@
 
 Every non-2xx answer of either app is built here, so the status, the ``error_code`` and the
 message a client sees are decided once. The README's error table is generated from
-:data:`CATALOGUE` (``python -m shared.docs errors``), so it cannot drift from the code.
+:data:`CATALOGUE` (``python -m shared.errors``), and a test keeps the two equal.
 """
 
 from __future__ import annotations
@@ -39,8 +39,6 @@ class ErrorCode(StrEnum):
     STORE_THROTTLED = "STORE_THROTTLED"
     STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
     SESSION_WRITE_FAILED = "SESSION_WRITE_FAILED"
-    # health
-    DEPENDENCY_DOWN = "DEPENDENCY_DOWN"
     # anything else
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
@@ -84,7 +82,8 @@ CATALOGUE: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.RATE_LIMITED: ErrorSpec(
         429,
         "Too many requests; retry after the number of seconds in Retry-After.",
-        "more than RATE_LIMIT_REQUESTS in the current window for this key or client IP",
+        "more than RATE_LIMIT_REQUESTS in the current window for this key or client IP "
+        "(Retry-After: seconds to the next window)",
     ),
     ErrorCode.SESSION_NOT_FOUND: ErrorSpec(
         404, "No such session (it may have expired).", "session id unknown, deleted or expired"
@@ -149,9 +148,6 @@ CATALOGUE: dict[ErrorCode, ErrorSpec] = {
         "the agent answered but persisting the session failed (no silent loss)",
         retry_after_s=1,
     ),
-    ErrorCode.DEPENDENCY_DOWN: ErrorSpec(
-        503, "A dependency is down; see checks.", "GET /health/detailed with a failing check"
-    ),
     ErrorCode.INTERNAL_ERROR: ErrorSpec(
         500, "Internal server error.", "anything unexpected (never exception text)"
     ),
@@ -207,3 +203,16 @@ def validation_details(errors: list[Any], prefix: tuple[str | int, ...]) -> list
         ErrorDetail(loc=[*prefix, *e["loc"]], msg=str(e["msg"]), type=str(e["type"]))
         for e in errors
     ]
+
+
+def markdown_table() -> str:
+    """The README's error table."""
+    rows = ["| status | error_code | when | Retry-After |", "|---|---|---|---|"]
+    for code, spec in sorted(CATALOGUE.items(), key=lambda kv: (kv[1].status, kv[0].value)):
+        retry = f"{spec.retry_after_s} s" if spec.retry_after_s else ""
+        rows.append(f"| {spec.status} | `{code.value}` | {spec.when} | {retry} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

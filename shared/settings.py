@@ -42,75 +42,95 @@ class Settings(BaseSettings):
     )
 
     # identity
-    environment: Literal["local", "dev", "test", "staging", "prod"] = "local"
-    app_version: str = __version__
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    environment: Literal["local", "dev", "test", "staging", "prod"] = Field(
+        default="local", description="Shown by /health; staging/prod refuse the dev API key.")
+    app_version: str = Field(default=__version__, description="Shown by /health.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Level of the JSON log lines on stdout.")
 
     # AWS
-    aws_region: str = Field(default="us-east-1", min_length=1)
+    aws_region: str = Field(default="us-east-1", min_length=1, description="AWS region.")
     aws_endpoint_url: AnyHttpUrl | None = Field(
-        default=None, description="One endpoint for every service (a local emulator)."
-    )
-    dynamodb_endpoint_url: AnyHttpUrl | None = None
-    cloudwatch_endpoint_url: AnyHttpUrl | None = None
-    bedrock_endpoint_url: AnyHttpUrl | None = None
-
+        default=None, description="One endpoint for every service (a local emulator).")
+    dynamodb_endpoint_url: AnyHttpUrl | None = Field(
+        default=None, description="DynamoDB endpoint; unset means AWS.")
+    cloudwatch_endpoint_url: AnyHttpUrl | None = Field(
+        default=None, description="CloudWatch endpoint; unset means AWS.")
+    bedrock_endpoint_url: AnyHttpUrl | None = Field(
+        default=None, description="bedrock-agent-runtime endpoint; unset means AWS.")
     aws_max_pool_connections: int = Field(
-        default=1000, ge=1, le=10_000, description="HTTP connections per client (green's "
-        "concurrency to the agent needs many; blue uses one per thread).")
+        default=1000, ge=1, le=10_000,
+        description="HTTP connections per client (green's concurrency needs many).")
 
     # the agent
-    bedrock_agent_id: str = Field(default="DEVAGENT01", pattern=AGENT_ID_PATTERN)
-    bedrock_agent_alias_id: str = Field(default="DEVALIAS01", pattern=AGENT_ID_PATTERN)
+    bedrock_agent_id: str = Field(default="DEVAGENT01", pattern=AGENT_ID_PATTERN,
+                                  description="The Bedrock agent's id.")
+    bedrock_agent_alias_id: str = Field(default="DEVALIAS01", pattern=AGENT_ID_PATTERN,
+                                        description="The agent alias to invoke.")
     bedrock_enable_trace: bool = Field(
-        default=False, description="Ask for traces; needed to report tokens_used."
-    )
-    agent_connect_timeout_s: float = Field(default=2.0, gt=0, le=60)
-    agent_read_timeout_s: float = Field(default=30.0, gt=0, le=900)
-    agent_deadline_s: float = Field(default=45.0, gt=0, le=900)
-    agent_max_attempts: int = Field(default=2, ge=1, le=10)
+        default=False, description="Ask for traces; needed to report tokens_used.")
+    agent_connect_timeout_s: float = Field(default=2.0, gt=0, le=60,
+                                           description="Connect timeout to the agent.")
+    agent_read_timeout_s: float = Field(default=30.0, gt=0, le=900,
+                                        description="Socket read timeout (stream stalls).")
+    agent_deadline_s: float = Field(default=45.0, gt=0, le=900,
+                                    description="Overall deadline for one agent call, stream "
+                                    "included (green: exact; blue: checked between events).")
+    agent_max_attempts: int = Field(default=2, ge=1, le=10,
+                                    description="Attempts (standard retry mode) per agent call.")
 
     # DynamoDB
-    sessions_table: str = Field(default="chat_sessions", pattern=r"^[a-zA-Z0-9_.-]{3,255}$")
-    rate_limit_table: str = Field(default="chat_rate_limits", pattern=r"^[a-zA-Z0-9_.-]{3,255}$")
-    session_ttl_s: int = Field(default=86_400, ge=60)
-    session_history_limit: int = Field(default=20, ge=0, le=100)
-    dynamodb_connect_timeout_s: float = Field(default=1.0, gt=0, le=60)
-    dynamodb_read_timeout_s: float = Field(default=3.0, gt=0, le=60)
-    dynamodb_max_attempts: int = Field(default=3, ge=1, le=10)
+    sessions_table: str = Field(default="chat_sessions", pattern=r"^[a-zA-Z0-9_.-]{3,255}$",
+                                description="Session table (TTL expires_at, GSI on user_id).")
+    rate_limit_table: str = Field(default="chat_rate_limits", pattern=r"^[a-zA-Z0-9_.-]{3,255}$",
+                                  description="Rate-limit counters (TTL expires_at).")
+    session_ttl_s: int = Field(default=86_400, ge=60,
+                               description="A session expires this long after its last turn.")
+    session_history_limit: int = Field(default=20, ge=0, le=100,
+                                       description="Messages kept in a session record.")
+    dynamodb_connect_timeout_s: float = Field(default=1.0, gt=0, le=60,
+                                              description="Connect timeout to DynamoDB.")
+    dynamodb_read_timeout_s: float = Field(default=3.0, gt=0, le=60,
+                                           description="Read timeout to DynamoDB.")
+    dynamodb_max_attempts: int = Field(default=3, ge=1, le=10,
+                                       description="Attempts per DynamoDB/CloudWatch call.")
 
     # rate limits
-    rate_limit_enabled: bool = True
-    rate_limit_requests: int = Field(default=600, ge=1)
-    rate_limit_window_s: int = Field(default=60, ge=1, le=86_400)
+    rate_limit_enabled: bool = Field(default=True, description="Rate-limit /api routes.")
+    rate_limit_requests: int = Field(default=600, ge=1,
+                                     description="Requests per window per API key or client IP.")
+    rate_limit_window_s: int = Field(default=60, ge=1, le=86_400,
+                                     description="Fixed window length.")
     trust_forwarded_for: bool = Field(
-        default=False, description="Use X-Forwarded-For's first hop as the client IP (behind ALB)."
-    )
+        default=False, description="Use X-Forwarded-For's first hop as the client IP (ALB).")
 
     # auth and CORS
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
-        default_factory=list, description="Comma-separated; empty disables auth on /api."
-    )
-    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    cors_allow_credentials: bool = False
+        default_factory=list, description="Comma-separated; empty disables auth on /api.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated allowed origins; empty: no CORS.")
+    cors_allow_credentials: bool = Field(
+        default=False, description="Send Access-Control-Allow-Credentials (never with *).")
 
     # HTTP
-    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
-    gzip_min_bytes: int = Field(default=1000, ge=0)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576,
+                                description="Largest request body; more is 413.")
+    gzip_min_bytes: int = Field(default=1000, ge=0,
+                                description="Bodies this large are gzipped if accepted.")
 
     # metrics
-    metrics_enabled: bool = True
+    metrics_enabled: bool = Field(default=True, description="Send metrics to CloudWatch.")
     metrics_namespace: str | None = Field(
-        default=None, description="Defaults to ChatBot/Flask (blue) or ChatBot/FastAPI (green)."
-    )
-    metrics_flush_interval_s: float = Field(default=5.0, gt=0, le=300)
-    metrics_buffer_max: int = Field(default=100_000, ge=100)
+        default=None, description="Defaults to ChatBot/Flask (blue) or ChatBot/FastAPI (green).")
+    metrics_flush_interval_s: float = Field(default=5.0, gt=0, le=300,
+                                            description="How often buffered metrics are sent.")
+    metrics_buffer_max: int = Field(default=100_000, ge=100,
+                                    description="Observations buffered before new ones drop.")
     metrics_dir: str | None = Field(
         default=None,
         description="Directory shared by one instance's workers for /metrics and "
         "/metrics/performance (the launchers set it).",
     )
-    health_check_timeout_s: float = Field(default=2.0, gt=0, le=30)
 
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
@@ -164,3 +184,22 @@ def load_settings(**overrides: object) -> Settings:
             name = "_".join(str(p) for p in err["loc"]).upper() or "SETTINGS"
             lines.append(f"  {name}: {err['msg']}")
         raise SettingsError("invalid settings:\n" + "\n".join(lines)) from None
+
+
+def markdown_table() -> str:
+    """The README's settings table: every variable, its default and what it does."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        if field.default_factory is not None:
+            default = "(empty)"
+        elif field.default is None:
+            default = "(unset)"
+        else:
+            default = f"`{field.default}`"
+        meaning = (field.description or "").replace("|", "/")
+        rows.append(f"| `{name.upper()}` | {default} | {meaning} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

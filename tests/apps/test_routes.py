@@ -318,6 +318,10 @@ def test_gzip_for_large_bodies(client: ColorClient) -> None:
     ("unavailable", 503, "AGENT_UNAVAILABLE"),
     ("dependency", 503, "AGENT_UNAVAILABLE"),
     ("disconnect", 503, "AGENT_UNAVAILABLE"),
+    ("model-not-ready", 503, "AGENT_UNAVAILABLE"),
+    ("quota", 503, "AGENT_THROTTLED"),
+    ("access-denied", 502, "AGENT_ERROR"),
+    ("validation", 502, "AGENT_ERROR"),
 ])
 def test_agent_faults_fail_cleanly_and_write_nothing(client: ColorClient, fault: str,
                                                      status: int, code: str) -> None:
