@@ -14,7 +14,7 @@ help:
 	@echo "make run      devstack + blue (gunicorn, :$(BLUE_PORT)) + green (uvicorn, :$(GREEN_PORT))"
 	@echo "make test     lint, type-check and every test"
 	@echo "make parity   replay the parity corpus against both colors"
-	@echo "make lock     re-resolve requirements.lock from pyproject.toml"
+	@echo "make lock     re-resolve the lock files from pyproject.toml"
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,8 +47,10 @@ parity: install
 bench soak fuzz: install
 	@echo "make $@: not built yet." >&2; exit 2
 
-lock:
-	uv pip compile pyproject.toml --extra dev -o requirements.lock -q
+lock:  # dev/test (everything), then the images' subsets pinned to the same versions
+	$(BIN)/uv pip compile pyproject.toml --extra dev -o requirements.lock -q
+	$(BIN)/uv pip compile pyproject.toml -c requirements.lock -o requirements.app.lock -q
+	$(BIN)/uv pip compile pyproject.toml --extra devstack -c requirements.lock -o requirements.devstack.lock -q
 
 clean:
 	rm -rf $(VENV) reports .run .pytest_cache .mypy_cache .ruff_cache
