@@ -342,3 +342,44 @@ def test_store_table_missing(make_client: Callable[..., ColorClient], color: str
     client = make_client(color, sessions_table="no_such_table")
     error_of(chat(client, "hello"), 503, "STORE_UNAVAILABLE")
     error_of(client.get(f"{CHAT}/sessions/abc"), 503, "STORE_UNAVAILABLE")
+
+
+# --- cross-cutting ------------------------------------------------------------------------------
+
+def test_a_bug_is_a_fixed_500_without_exception_text(client: ColorClient) -> None:
+    from dataclasses import replace
+
+    runtime = (client.app.extensions["chatbot"] if client.color == "blue"
+               else client.app.state.runtime)
+
+    def boom() -> str:
+        raise RuntimeError("secret detail /etc/passwd")
+
+    runtime.ctx = replace(runtime.ctx, new_session_id=boom)
+    resp = chat(client, "trigger the bug")
+    body = error_of(resp, 500, "INTERNAL_ERROR")
+    assert body.error == "Internal server error."
+    assert "secret" not in resp.text
+    assert "passwd" not in resp.text
+    assert resp.headers["x-app-color"] == client.color
+
+
+def test_one_json_log_line_per_request_without_secrets(
+        make_client: Callable[..., ColorClient], color: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    key = unique("very-secret-key")
+    client = make_client(color, api_keys=key)
+    capsys.readouterr()
+    resp = client.get("/api/v1/users/u1/sessions", headers={"X-API-Key": key,
+                                                            "X-Request-ID": "log-test-1"})
+    assert resp.status_code == 200
+    out = capsys.readouterr().out
+    assert key not in out
+    access = [json.loads(line) for line in out.splitlines()
+              if line.startswith("{") and '"chatbot.access"' in line]
+    assert len(access) == 1
+    line = access[0]
+    assert line["request_id"] == "log-test-1"
+    assert (line["method"], line["path"], line["status"], line["color"]) == (
+        "GET", "/api/v1/users/u1/sessions", 200, color)
+    assert line["duration_ms"] > 0
