@@ -66,7 +66,8 @@ class Server:
                 raise RuntimeError(f"{self.color} exited with {self.proc.returncode}"
                                    + (f"; see {self.log_path}" if self.log_path else ""))
             try:
-                with urllib.request.urlopen(self.url + "/health", timeout=1) as r:  # noqa: S310
+                # a long timeout: a probe that gave up would still be served (and counted)
+                with urllib.request.urlopen(self.url + "/health", timeout=15) as r:  # noqa: S310
                     if r.status == 200:
                         return
             except (urllib.error.URLError, OSError):

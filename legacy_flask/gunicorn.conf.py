@@ -1,8 +1,9 @@
 """gunicorn settings for blue. The same file serves `make run`, the e2e tests and the image.
 
 Workers build the Flask app (and so their boto3 clients) after the fork: ``preload_app`` stays
-off. The master prepares one metrics directory for the instance, shared by every worker, for
-``/metrics`` (Prometheus multi-process mode) and ``/metrics/performance``.
+off; only the modules are imported in the master. The master prepares one metrics directory
+for the instance, shared by every worker, for ``/metrics`` (Prometheus multi-process mode) and
+``/metrics/performance``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 _metrics_dir = os.environ.get("METRICS_DIR") or tempfile.mkdtemp(prefix="chatbot-blue-metrics-")
 os.environ["METRICS_DIR"] = _metrics_dir
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+
+# Import the code (not the app) in the master: workers fork with the modules loaded, so a worker
+# starts in milliseconds instead of seconds. Each worker still builds its own app, and so its own
+# boto3 clients, after the fork (legacy_flask.wsgi runs create_app in the worker).
+import legacy_flask.app  # noqa: E402, F401
 
 
 def on_starting(server: Any) -> None:

@@ -1,0 +1,3 @@
+from parity_tests.harness.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,152 @@
+"""``python -m parity_tests`` (what ``make parity`` runs)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from parity_tests.harness import report
+from parity_tests.harness.compare import Delta, diff, flatten
+from parity_tests.harness.lanes import Lane, LocalLanes, remote_lanes
+from parity_tests.harness.model import Case, load_corpus
+from parity_tests.harness.rules import load_known, load_noise
+from parity_tests.harness.runner import CaseResult, Runner
+from shared.openapi import openapi_document
+
+HERE = Path(__file__).resolve().parent.parent
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m parity_tests", description=(
+        "Replay the same requests against blue and green and compare answers and side effects."))
+    p.add_argument("--cases", type=Path, default=HERE / "cases", help="case corpus directory")
+    p.add_argument("--generated", type=int, default=int(os.environ.get("GENERATED", 150)),
+                   help="property-based cases generated from /openapi.json (0: none)")
+    p.add_argument("--seed", type=int, default=int(os.environ.get("SEED", 20261122)))
+    p.add_argument("--replay", type=Path, default=os.environ.get("REPLAY") or None,
+                   help="a capture (JSONL) to replay instead of the corpus")
+    p.add_argument("--blue-url", default=os.environ.get("BLUE_URL") or None)
+    p.add_argument("--green-url", default=os.environ.get("GREEN_URL") or None)
+    p.add_argument("-k", "--filter", default=None, help="only cases whose id contains this")
+    p.add_argument("--report-dir", type=Path, default=Path("reports/parity"))
+    p.add_argument("--noise", type=Path, default=HERE / "noise.yaml")
+    p.add_argument("--known", type=Path, default=HERE / "known_differences.yaml")
+    p.add_argument("--today", type=dt.date.fromisoformat, default=dt.date.today(),
+                   help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def collect_cases(args: argparse.Namespace) -> tuple[list[Case], dict[str, int]]:
+    sources: dict[str, int] = {}
+    if args.replay:
+        from parity_tests.harness.replay import load_capture
+        cases = load_capture(args.replay)
+        sources["replay"] = len(cases)
+    else:
+        cases = load_corpus(args.cases)
+        sources["corpus"] = len(cases)
+        if args.generated:
+            from parity_tests.harness.generate import generate_cases
+            generated = generate_cases(openapi_document(), args.generated, args.seed)
+            cases += generated
+            sources["generated"] = len(generated)
+    if args.filter:
+        cases = [c for c in cases if args.filter in c.id]
+    return cases, sources
+
+
+def cloudwatch_deltas(totals: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+    names = list(totals)
+    if len(names) < 2:
+        return []
+    base = flatten(totals[names[0]], "cloudwatch")
+    out: list[Delta] = []
+    for other in names[1:]:
+        out += diff(base, flatten(totals[other], "cloudwatch"), [], None)
+    return [d.to_dict() for d in out]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    console = Console(stderr=False, highlight=False)
+    started = time.perf_counter()
+    noise = load_noise(args.noise)
+    known_all = load_known(args.known)
+    expired = [f"{k.case} {k.path} (owner {k.owner}, expired {k.expires}): {k.reason}"
+               for k in known_all if k.expired(args.today)]
+    cases, sources = collect_cases(args)
+    total_steps = sum(len(c.steps) for c in cases)
+    args.report_dir.mkdir(parents=True, exist_ok=True)
+    remote = bool(args.blue_url or args.green_url)
+    if remote and not (args.blue_url and args.green_url):
+        console.print("[red]give both --blue-url and --green-url (or BLUE_URL and GREEN_URL)")
+        return 2
+    notes: list[str] = []
+    info: dict[str, Any] = {"sources": sources, "expired": expired}
+
+    def run(lanes: list[Lane], effects: Any) -> list[CaseResult]:
+        with Progress(TextColumn("[bold]parity"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("steps · {task.fields[failed]} failing cases"),
+                      TimeElapsedColumn(), console=console, transient=not console.is_terminal
+                      ) as bar:
+            task = bar.add_task("steps", total=total_steps, failed=0)
+            failed = 0
+
+            def progress(result: CaseResult) -> None:
+                nonlocal failed
+                failed += result.failed
+                bar.update(task, advance=len(result.case.steps), failed=failed)
+
+            runner = Runner(lanes, noise, known_all, effects, today=args.today,
+                            progress=progress)
+            results = runner.run(cases)
+        info["unused_noise_rules"] = [f"{r.path} ({r.kind})" for i, r in enumerate(noise)
+                                      if i not in runner.used_rules]
+        return results
+
+    if remote:
+        lanes = remote_lanes(args.blue_url, args.green_url)
+        notes.append("Remote targets: side effects (DynamoDB, CloudWatch, agent calls) and the "
+                     "A/A baseline are NOT checked; only answers are compared.")
+        try:
+            results = run(lanes, None)
+        finally:
+            for lane in lanes:
+                lane.http.close()
+        info.update(mode="remote", lanes=[lane.name for lane in lanes])
+        urls = {lane.name: lane.url for lane in lanes}
+    else:
+        with console.status("booting devstack, blue (gunicorn), blue-aa and green (uvicorn)"):
+            stack = LocalLanes(args.report_dir / "logs").__enter__()
+        try:
+            console.print(f"booted {len(stack.lanes)} lanes in {stack.boot_s:.1f} s: " +
+                          ", ".join(f"{lane.name} {lane.url}" for lane in stack.lanes))
+            results = run(stack.lanes, stack.effects)
+            urls = {lane.name: lane.url for lane in stack.lanes}
+            stack.stop_servers()  # SIGTERM: each server flushes its CloudWatch buffer
+            info["cloudwatch"] = cloudwatch_deltas(stack.cloudwatch_totals())
+            info.update(mode="local", lanes=[lane.name for lane in stack.lanes],
+                        boot_s=stack.boot_s)
+        finally:
+            stack.__exit__(None, None, None)
+    info["notes"] = notes
+    info["duration_s"] = time.perf_counter() - started
+    summary = report.summarize(results, info)
+    report.write_json(summary, results, args.report_dir)
+    report.write_junit(results, summary, args.report_dir)
+    report.write_html(summary, results, urls, args.report_dir)
+    report.print_summary(summary, console)
+    console.print(f"reports: {args.report_dir}/summary.json, junit.xml, report.html")
+    return 0 if summary["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

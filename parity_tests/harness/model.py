@@ -1,0 +1,218 @@
+"""Cases, steps and requests: the corpus's data model, and how a case file is read.
+
+A case file (YAML or JSON, under ``parity_tests/cases/``) holds ``cases:``, a list of either
+
+- a single request::
+
+    - name: health
+      request: {method: GET, path: /health}
+
+- or a scenario of steps with captured variables::
+
+    - name: session-lifecycle
+      steps:
+        - name: create
+          request:
+            method: POST
+            path: /api/v1/chat
+            json: {message: hello, user_id: "u-{{case}}"}
+          capture: {sid: session_id}        # from each color's own answer
+          expect_status: 200                # optional; checked on every color
+        - request: {method: GET, path: "/api/v1/chat/sessions/{{sid}}"}
+
+``{{name}}`` is replaced in paths, query values, header values, JSON strings and raw bodies.
+``{{case}}`` is a slug unique to the case (the same for both colors), so cases that share a
+table never see each other's users. Requests carry the API key unless ``auth: false``; a case
+asks the agent emulator for a fault or latency with a marker in the message
+(``[[fault:throttle]]``, ``[[latency:200]]``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ABSENT: Any = object()
+_VAR = re.compile(r"{{\s*([A-Za-z_][A-Za-z0-9_]*)\s*}}")
+
+
+class CaseError(ValueError):
+    """A case file that cannot be read; the message names the file and case."""
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str] = field(default_factory=dict)
+    query: list[tuple[str, str]] = field(default_factory=list)
+    json: Any = ABSENT
+    body: str | None = None  # raw body (sent as UTF-8), for malformed input
+    auth: bool = True
+
+    def render(self, variables: dict[str, str]) -> Request:
+        return Request(
+            method=self.method,
+            path=_fill(self.path, variables),
+            headers={k: _fill(v, variables) for k, v in self.headers.items()},
+            query=[(k, _fill(v, variables)) for k, v in self.query],
+            json=ABSENT if self.json is ABSENT else _fill_json(self.json, variables),
+            body=None if self.body is None else _fill(self.body, variables),
+            auth=self.auth,
+        )
+
+    def content(self) -> bytes | None:
+        if self.body is not None:
+            return self.body.encode("utf-8", errors="surrogatepass")
+        if self.json is not ABSENT:
+            return json.dumps(self.json, ensure_ascii=False).encode()
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"method": self.method, "path": self.path}
+        if self.headers:
+            out["headers"] = dict(self.headers)
+        if self.query:
+            out["query"] = [list(q) for q in self.query]
+        if self.json is not ABSENT:
+            out["json"] = self.json
+        if self.body is not None:
+            out["body"] = self.body
+        if not self.auth:
+            out["auth"] = False
+        return out
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    request: Request
+    capture: dict[str, str] = field(default_factory=dict)
+    expect_status: int | None = None  # checked on every color; a miss fails the run
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    steps: tuple[Step, ...]
+    description: str = ""
+    source: str = ""
+    tags: tuple[str, ...] = ()
+    variables: dict[str, str] = field(default_factory=dict)
+    # body paths whose arrays compare as multisets (order does not matter)
+    unordered: tuple[str, ...] = ()
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^0-9a-zA-Z]+", "-", self.id).strip("-").lower()[:60]
+
+
+def _fill(text: str, variables: dict[str, str]) -> str:
+    def repl(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in variables:
+            raise KeyError(f"variable {{{{{name}}}}} is not defined (yet)")
+        return variables[name]
+
+    return _VAR.sub(repl, text)
+
+
+def _fill_json(value: Any, variables: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        return _fill(value, variables)
+    if isinstance(value, list):
+        return [_fill_json(v, variables) for v in value]
+    if isinstance(value, dict):
+        return {k: _fill_json(v, variables) for k, v in value.items()}
+    return value
+
+
+def get_path(document: Any, path: str) -> Any:
+    """``a.b.0.c`` into parsed JSON; raises KeyError when absent."""
+    node = document
+    for part in path.split("."):
+        if isinstance(node, list) and part.lstrip("-").isdigit():
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            raise KeyError(path)
+    return node
+
+
+# --- reading files ---------------------------------------------------------------------------
+
+def _request(raw: Any, where: str) -> Request:
+    if not isinstance(raw, dict) or "method" not in raw or "path" not in raw:
+        raise CaseError(f"{where}: a request needs method and path")
+    unknown = set(raw) - {"method", "path", "headers", "query", "json", "body", "auth"}
+    if unknown:
+        raise CaseError(f"{where}: unknown request keys {sorted(unknown)}")
+    query = raw.get("query", [])
+    if isinstance(query, dict):
+        query = list(query.items())
+    return Request(
+        method=str(raw["method"]).upper(),
+        path=str(raw["path"]),
+        headers={str(k): str(v) for k, v in (raw.get("headers") or {}).items()},
+        query=[(str(k), str(v)) for k, v in query],
+        json=raw.get("json", ABSENT),
+        body=raw.get("body"),
+        auth=bool(raw.get("auth", True)),
+    )
+
+
+def case_from_dict(raw: Any, source: str, index: int) -> Case:
+    where = f"{source} case #{index + 1}"
+    if not isinstance(raw, dict) or not raw.get("name"):
+        raise CaseError(f"{where}: a case needs a name")
+    name = str(raw["name"])
+    where = f"{source}: {name}"
+    if ("request" in raw) == ("steps" in raw):
+        raise CaseError(f"{where}: give either request or steps")
+    raw_steps = [{"name": name, "request": raw["request"], "capture": raw.get("capture", {}),
+                  "expect_status": raw.get("expect_status")}] if "request" in raw \
+        else raw["steps"]
+    steps = []
+    for i, step in enumerate(raw_steps):
+        if not isinstance(step, dict) or "request" not in step:
+            raise CaseError(f"{where} step {i + 1}: a step needs a request")
+        steps.append(Step(name=str(step.get("name") or f"step-{i + 1}"),
+                          request=_request(step["request"], f"{where} step {i + 1}"),
+                          capture={str(k): str(v) for k, v in
+                                   (step.get("capture") or {}).items()},
+                          expect_status=(int(step["expect_status"])
+                                         if step.get("expect_status") is not None else None)))
+    stem = Path(source).stem
+    return Case(id=f"{stem}/{name}", steps=tuple(steps), description=str(raw.get("description",
+                "")), source=source, tags=tuple(raw.get("tags", ())),
+                variables={str(k): str(v) for k, v in (raw.get("vars") or {}).items()},
+                unordered=tuple(raw.get("unordered", ())))
+
+
+def load_file(path: Path) -> list[Case]:
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise CaseError(f"{path}: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("cases"), list):
+        raise CaseError(f"{path}: expected a mapping with a 'cases' list")
+    return [case_from_dict(raw, str(path), i) for i, raw in enumerate(data["cases"])]
+
+
+def load_corpus(directory: Path) -> list[Case]:
+    cases: list[Case] = []
+    for path in sorted(directory.rglob("*")):
+        if path.suffix in (".yaml", ".yml", ".json"):
+            cases.extend(load_file(path))
+    ids = [c.id for c in cases]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise CaseError(f"duplicate case ids: {dupes}")
+    return cases

@@ -1,0 +1,268 @@
+"""What a run tells QA and CI: summary.json, junit.xml, report.html and the terminal summary."""
+
+from __future__ import annotations
+
+import html
+import json
+import shlex
+import xml.etree.ElementTree as ET
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from rich.console import Console
+from rich.table import Table
+
+from parity_tests.harness.runner import CaseResult, LaneResponse, StepResult
+from shared.perfwindow import percentile
+from shared.routes import ROUTES
+
+UNROUTED = "(no route)"
+
+
+def coverage(results: list[CaseResult], baseline: str) -> dict[str, Any]:
+    seen: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for case in results:
+        for step in case.steps:
+            resp = step.responses.get(baseline)
+            if resp is None or resp.error:
+                continue
+            key = f"{step.method if step.method != 'HEAD' else 'GET'} {step.route}" \
+                if step.route else UNROUTED
+            seen[key][resp.status] += 1
+    matrix: dict[str, dict[str, int]] = {}
+    holes: list[str] = []
+    for route in ROUTES:
+        key = f"{route.method} {route.path}"
+        row = {str(s): seen.get(key, {}).get(s, 0) for s in route.statuses}
+        for status, count in seen.get(key, {}).items():
+            row.setdefault(str(status), count)
+        matrix[key] = dict(sorted(row.items()))
+        holes.extend(f"{key} -> {s}" for s in route.statuses if not seen.get(key, {}).get(s))
+    if UNROUTED in seen:
+        matrix[UNROUTED] = {str(s): n for s, n in sorted(seen[UNROUTED].items())}
+    documented = sum(len(r.statuses) for r in ROUTES)
+    return {"matrix": matrix, "holes": holes, "documented": documented,
+            "covered": documented - len(holes)}
+
+
+def latency(results: list[CaseResult]) -> dict[str, dict[str, float]]:
+    per_lane: dict[str, list[float]] = defaultdict(list)
+    for case in results:
+        for step in case.steps:
+            for lane, resp in step.responses.items():
+                if not resp.error:
+                    per_lane[lane].append(resp.elapsed_ms)
+    out = {}
+    for lane, values in per_lane.items():
+        ordered = sorted(values)
+        out[lane] = {"p50_ms": round(percentile(ordered, 50), 2),
+                     "p90_ms": round(percentile(ordered, 90), 2),
+                     "p99_ms": round(percentile(ordered, 99), 2), "requests": len(values)}
+    return out
+
+
+def per_endpoint(results: list[CaseResult]) -> dict[str, dict[str, int]]:
+    table: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for case in results:
+        for step in case.steps:
+            key = f"{step.method} {step.route or UNROUTED}"
+            row = table[key]
+            row["steps"] += 1
+            row["differences"] += len(step.differences)
+            row["contract_violations"] += len(step.violations)
+            row["undeclared_noise"] += len(step.undeclared_noise)
+            row["failed_steps"] += step.failed
+    return {k: dict(v) for k, v in sorted(table.items())}
+
+
+def summarize(results: list[CaseResult], info: dict[str, Any]) -> dict[str, Any]:
+    steps = [s for c in results for s in c.steps]
+    lanes = info["lanes"]
+    summary = {
+        "cases": len(results),
+        "steps": len(steps),
+        "differences": sum(len(s.differences) for s in steps) + len(info.get("cloudwatch", [])),
+        "contract_violations": sum(len(s.violations) for s in steps),
+        "undeclared_noise": sum(len(s.undeclared_noise) for s in steps),
+        "expired_known_differences": len(info.get("expired", [])),
+        "expectation_failures": sum(1 for s in steps if s.expectation),
+        "errors": sum(1 for s in steps if s.error) + sum(1 for c in results if c.error),
+        "known_differences": sum(len(s.known) for s in steps),
+        "failed_cases": sum(1 for c in results if c.failed),
+        "duration_s": round(info["duration_s"], 2),
+        "boot_s": round(info.get("boot_s", 0.0), 2),
+        "mode": info["mode"],
+        "side_effects_checked": info["mode"] == "local",
+        "aa_baseline": "blue-aa" in lanes,
+        "lanes": lanes,
+        "sources": info.get("sources", {}),
+        "latency_ms": latency(results),
+        "per_endpoint": per_endpoint(results),
+        "coverage": coverage(results, lanes[0]),
+        "cloudwatch_differences": info.get("cloudwatch", []),
+        "expired": info.get("expired", []),
+        "unused_noise_rules": info.get("unused_noise_rules", []),
+        "notes": info.get("notes", []),
+    }
+    summary["passed"] = not any(summary[k] for k in (
+        "differences", "contract_violations", "undeclared_noise", "expired_known_differences",
+        "expectation_failures", "errors"))
+    return summary
+
+
+# --- reproducers -------------------------------------------------------------------------------
+
+def curl(base_url: str, step: StepResult, lane: str) -> str:
+    request = step.requests[lane]
+    url = base_url.rstrip("/") + request.path
+    if request.query:
+        from urllib.parse import urlencode
+        url += "?" + urlencode(request.query)
+    parts = ["curl", "-sS", "-i", "-X", request.method, shlex.quote(url)]
+    for name, value in request.headers.items():
+        parts += ["-H", shlex.quote(f"{name}: {value}")]
+    if request.auth and not any(k.lower() == "x-api-key" for k in request.headers):
+        parts += ["-H", '"X-API-Key: $PARITY_API_KEY"']
+    content = request.content()
+    if content is not None:
+        if request.body is None and not any(k.lower() == "content-type"
+                                            for k in request.headers):
+            parts += ["-H", shlex.quote("Content-Type: application/json")]
+        text = content.decode("utf-8", errors="replace")
+        if len(text) > 4000:
+            parts += ["--data-binary", shlex.quote(text[:200] + "...")]
+            parts.append("# body truncated: see the case file")
+        else:
+            parts += ["--data-binary", shlex.quote(text)]
+    return " ".join(parts)
+
+
+# --- files -------------------------------------------------------------------------------------
+
+def write_json(summary: dict[str, Any], results: list[CaseResult], out: Path) -> None:
+    failing = []
+    for case in results:
+        if not case.failed:
+            continue
+        failing.append({"case": case.case.id, "error": case.error, "steps": [
+            {"step": s.step, "method": s.method, "path": s.path,
+             "statuses": {k: v.status for k, v in s.responses.items()},
+             "differences": [d.to_dict() for d in s.differences],
+             "undeclared_noise": [d.to_dict() for d in s.undeclared_noise],
+             "contract_violations": s.violations, "expectation": s.expectation,
+             "error": s.error} for s in case.steps if s.failed]})
+    (out / "summary.json").write_text(json.dumps({**summary, "failing": failing}, indent=2,
+                                                 default=str))
+
+
+def write_junit(results: list[CaseResult], summary: dict[str, Any], out: Path) -> None:
+    suite = ET.Element("testsuite", name="parity", tests=str(len(results)),
+                       failures=str(summary["failed_cases"]), time=str(summary["duration_s"]))
+    for case in results:
+        stem, _, name = case.case.id.partition("/")
+        elapsed = sum(max(r.elapsed_ms for r in s.responses.values()) for s in case.steps)
+        tc = ET.SubElement(suite, "testcase", classname=f"parity.{stem}", name=name,
+                           time=f"{elapsed / 1000:.3f}")
+        if case.failed:
+            lines = [case.error] if case.error else []
+            for s in case.steps:
+                if not s.failed:
+                    continue
+                lines.append(f"step {s.step}: {s.method} {s.path}")
+                lines += [f"  difference {d.path}: blue={d.left!r} green={d.right!r}"
+                          for d in s.differences]
+                lines += [f"  undeclared noise {d.path}: {d.left!r} vs {d.right!r}"
+                          for d in s.undeclared_noise]
+                lines += [f"  contract: {v}" for v in s.violations]
+                lines += [f"  expectation: {s.expectation}"] if s.expectation else []
+                lines += [f"  error: {s.error}"] if s.error else []
+            failure = ET.SubElement(tc, "failure", message=lines[0][:200] if lines else "failed")
+            failure.text = "\n".join(lines)
+    ET.ElementTree(suite).write(out / "junit.xml", encoding="utf-8", xml_declaration=True)
+
+
+def _pretty(resp: LaneResponse) -> str:
+    parsed = resp.json
+    if parsed is not None:
+        return json.dumps(parsed, indent=2, ensure_ascii=False, sort_keys=False)
+    return resp.body.decode("utf-8", errors="replace")[:20000]
+
+
+def _highlight(text: str, paths: list[str]) -> str:
+    """Escape, then mark lines holding a differing field's last key."""
+    keys = {p.split(".")[-1] for p in paths if p.startswith("body.")}
+    out = []
+    for line in text.splitlines():
+        escaped = html.escape(line)
+        stripped = line.strip()
+        if any(stripped.startswith(f'"{k}"') for k in keys):
+            escaped = f'<mark>{escaped}</mark>'
+        out.append(escaped)
+    return "\n".join(out)
+
+
+def write_html(summary: dict[str, Any], results: list[CaseResult], urls: dict[str, str],
+               out: Path) -> None:
+    env = Environment(loader=PackageLoader("parity_tests", "templates"),
+                      autoescape=select_autoescape(["html"]))
+    failing = []
+    for case in results:
+        if not case.failed:
+            continue
+        steps = []
+        for s in case.steps:
+            paths = [d.path for d in s.differences + s.undeclared_noise]
+            steps.append({
+                "step": s, "failed": s.failed,
+                "lanes": [{"name": name, "status": r.status,
+                           "headers": sorted(r.headers.items()),
+                           "body": _highlight(_pretty(r), paths),
+                           "curl": curl(urls.get(name, ""), s, name),
+                           "elapsed": round(r.elapsed_ms, 1)}
+                          for name, r in s.responses.items()],
+                "request": json.dumps(s.requests[next(iter(s.requests))].to_dict(), indent=2,
+                                      ensure_ascii=False)[:20000],
+                "differences": [d.to_dict() for d in s.differences],
+                "noise": [d.to_dict() for d in s.undeclared_noise],
+                "known": [(d.to_dict(), k.reason, k.owner, str(k.expires)) for d, k in s.known],
+            })
+        failing.append({"case": case.case, "error": case.error, "steps": steps})
+    template = env.get_template("report.html.j2")
+    (out / "report.html").write_text(template.render(summary=summary, failing=failing,
+                                                     urls=urls))
+
+
+def print_summary(summary: dict[str, Any], console: Console) -> None:
+    table = Table(title="parity by endpoint")
+    for col in ("endpoint", "steps", "differences", "contract", "noise", "failed steps"):
+        table.add_column(col, justify="left" if col == "endpoint" else "right")
+    for endpoint, row in summary["per_endpoint"].items():
+        table.add_row(endpoint, str(row.get("steps", 0)), str(row.get("differences", 0)),
+                      str(row.get("contract_violations", 0)), str(row.get("undeclared_noise", 0)),
+                      str(row.get("failed_steps", 0)))
+    console.print(table)
+    lat = Table(title="latency over this run (ms)")
+    for col in ("lane", "requests", "p50", "p90", "p99"):
+        lat.add_column(col, justify="right")
+    for lane, row in summary["latency_ms"].items():
+        lat.add_row(lane, str(row["requests"]), str(row["p50_ms"]), str(row["p90_ms"]),
+                    str(row["p99_ms"]))
+    console.print(lat)
+    cov = summary["coverage"]
+    console.print(f"coverage: {cov['covered']}/{cov['documented']} documented route x status "
+                  f"pairs exercised")
+    for hole in cov["holes"]:
+        console.print(f"  hole: {hole}")
+    for note in summary["notes"]:
+        console.print(f"note: {note}")
+    verdict = "[bold green]PASS[/]" if summary["passed"] else "[bold red]FAIL[/]"
+    console.print(
+        f"{verdict} {summary['cases']} cases, {summary['steps']} steps in "
+        f"{summary['duration_s']} s (boot {summary['boot_s']} s): "
+        f"{summary['differences']} differences, {summary['contract_violations']} contract "
+        f"violations, {summary['undeclared_noise']} undeclared noise, "
+        f"{summary['expired_known_differences']} expired known differences, "
+        f"{summary['expectation_failures']} expectation failures, {summary['errors']} errors, "
+        f"{summary['known_differences']} known differences")

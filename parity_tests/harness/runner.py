@@ -1,0 +1,252 @@
+"""Run cases against the lanes and judge every step.
+
+For each step: send the same rendered request to every lane at once, read each lane's side
+effects, normalise (aliases for generated ids), then compare blue with blue-aa (the A/A
+baseline: anything that differs there and is not declared is *undeclared noise*) and blue with
+green (what is left after noise and known differences is a *difference*). Each lane's response is
+also parsed with the shared contract for its route and status (*contract violations*).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+
+from parity_tests.harness.compare import Aliases, Delta, alias_ids, diff, flatten
+from parity_tests.harness.lanes import Lane, SideEffects
+from parity_tests.harness.model import Case, Request, Step, get_path
+from parity_tests.harness.rules import KnownDifference, NoiseRule
+from shared.routes import Route, routes_for_path
+
+COMPARED_HEADERS = (
+    "content-type", "content-encoding", "access-control-allow-origin",
+    "access-control-allow-credentials", "access-control-allow-methods",
+    "access-control-allow-headers", "access-control-expose-headers", "access-control-max-age",
+    "retry-after", "x-ratelimit-limit", "x-ratelimit-remaining", "allow", "vary",
+    "x-content-type-options", "x-frame-options", "referrer-policy", "cache-control",
+    "content-security-policy", "cross-origin-resource-policy",
+)
+
+
+@dataclass
+class LaneResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    elapsed_ms: float
+    error: str | None = None
+
+    @property
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
+
+
+@dataclass
+class StepResult:
+    case_id: str
+    step: str
+    index: int
+    method: str
+    path: str
+    route: str | None
+    requests: dict[str, Request]
+    responses: dict[str, LaneResponse]
+    differences: list[Delta] = field(default_factory=list)
+    undeclared_noise: list[Delta] = field(default_factory=list)
+    known: list[tuple[Delta, KnownDifference]] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+    expectation: str | None = None
+    error: str | None = None
+    effects: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.differences or self.undeclared_noise or self.violations
+                    or self.expectation or self.error)
+
+
+@dataclass
+class CaseResult:
+    case: Case
+    steps: list[StepResult] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.error) or any(s.failed for s in self.steps)
+
+
+def route_of(method: str, path: str) -> Route | None:
+    candidates = routes_for_path(path.split("?", 1)[0])
+    for route in candidates:
+        if route.method == method or (method == "HEAD" and route.method == "GET"):
+            return route
+    return None
+
+
+def contract_violations(method: str, path: str, resp: LaneResponse) -> list[str]:
+    """What the shared contract says this answer may be, and how it is not."""
+    if resp.error:
+        return []
+    route = route_of(method, path)
+    status = resp.status
+    if route is None:
+        allowed = {404, 405, 403, 401, 429, 413, 204, 503, 500}
+        return [] if status in allowed else [f"status {status} on an unrouted request"]
+    if status not in route.statuses and status not in (204, 403, 405):
+        return [f"status {status} is not documented for {route.method} {route.path}"]
+    if method == "HEAD" or status == 204:
+        return []
+    model = route.model_for(status)
+    if model is None:
+        return []
+    try:
+        model.model_validate_json(resp.body)
+    except ValidationError as exc:
+        return [f"body does not match {model.__name__}: {e['loc']} {e['msg']}"
+                for e in exc.errors()[:5]]
+    return []
+
+
+class Runner:
+    def __init__(self, lanes: list[Lane], noise: list[NoiseRule], known: list[KnownDifference],
+                 effects: SideEffects | None, today: dt.date | None = None,
+                 progress: Callable[[CaseResult], None] | None = None) -> None:
+        self.lanes = lanes
+        self.noise = noise
+        self.known = [k for k in known if not k.expired(today or dt.date.today())]
+        self.effects = effects
+        self.progress = progress
+        self.aliases = {lane.name: Aliases() for lane in lanes}
+        self.used_rules: set[int] = set()
+        self.used_known: set[int] = set()
+        self.pool = ThreadPoolExecutor(max_workers=len(lanes))
+
+    def run(self, cases: Iterable[Case]) -> list[CaseResult]:
+        results = []
+        for case in cases:
+            result = self.run_case(case)
+            results.append(result)
+            if self.progress:
+                self.progress(result)
+        return results
+
+    def run_case(self, case: Case) -> CaseResult:
+        result = CaseResult(case)
+        variables = {lane.name: {**case.variables, "case": case.slug} for lane in self.lanes}
+        for index, step in enumerate(case.steps):
+            try:
+                rendered = {lane.name: step.request.render(variables[lane.name])
+                            for lane in self.lanes}
+            except KeyError as exc:
+                result.error = f"step {step.name}: {exc.args[0]}"
+                break
+            outcome = self.run_step(case, step, index, rendered)
+            result.steps.append(outcome)
+            for name, path in step.capture.items():
+                for lane in self.lanes:
+                    try:
+                        value = get_path(outcome.responses[lane.name].json, path)
+                    except (KeyError, IndexError, TypeError):
+                        outcome.error = (f"capture {name} from {path}: absent in "
+                                         f"{lane.name}'s answer")
+                        return result
+                    variables[lane.name][name] = str(value)
+        return result
+
+    # --- one step ---------------------------------------------------------------------------
+
+    def _send(self, lane: Lane, request: Request) -> LaneResponse:
+        headers = dict(request.headers)
+        if request.auth and not any(k.lower() == "x-api-key" for k in headers):
+            headers["X-API-Key"] = lane.api_key
+        content = request.content()
+        if request.json is not None and content is not None and request.body is None and not any(
+                k.lower() == "content-type" for k in headers):
+            headers["Content-Type"] = "application/json"
+        started = time.perf_counter()
+        try:
+            resp = lane.http.request(request.method, request.path,
+                                     params=list(request.query) or None,
+                                     headers=headers, content=content)
+        except httpx.HTTPError as exc:
+            return LaneResponse(0, {}, b"", (time.perf_counter() - started) * 1000,
+                                error=type(exc).__name__)
+        return LaneResponse(resp.status_code, {k.lower(): v for k, v in resp.headers.items()},
+                            resp.content, (time.perf_counter() - started) * 1000)
+
+    def run_step(self, case: Case, step: Step, index: int, rendered: dict[str, Request]
+                 ) -> StepResult:
+        futures = {lane.name: self.pool.submit(self._send, lane, rendered[lane.name])
+                   for lane in self.lanes}
+        responses = {name: f.result() for name, f in futures.items()}
+        effects: dict[str, Any] = {}
+        if self.effects is not None:
+            effects_f = {lane.name: self.pool.submit(self.effects.collect, lane)
+                         for lane in self.lanes}
+            effects = {name: f.result() for name, f in effects_f.items()}
+        first = rendered[self.lanes[0].name]
+        route = route_of(first.method, first.path)
+        result = StepResult(case.id, step.name, index, first.method, first.path,
+                            route.path if route else None, rendered, responses,
+                            effects=effects)
+        docs = {lane.name: self._document(lane, rendered[lane.name], responses[lane.name],
+                                          effects.get(lane.name), case)
+                for lane in self.lanes}
+        template = result.route
+        names = [lane.name for lane in self.lanes]
+        baseline, candidate = names[0], names[-1]
+        noisy: set[str] = set()
+        if "blue-aa" in docs:
+            for delta in diff(docs[baseline], docs["blue-aa"], self.noise, template,
+                              self.used_rules):
+                noisy.add(delta.path)
+                result.undeclared_noise.append(delta)
+        for delta in diff(docs[baseline], docs[candidate], self.noise, template,
+                          self.used_rules):
+            if delta.path in noisy:
+                continue  # already reported as undeclared noise
+            known = next(((i, k) for i, k in enumerate(self.known)
+                          if k.covers(case.id, delta.path)), None)
+            if known is not None:
+                self.used_known.add(known[0])
+                result.known.append((delta, known[1]))
+            else:
+                result.differences.append(delta)
+        for lane in self.lanes:
+            resp = responses[lane.name]
+            if resp.error:
+                result.error = f"{lane.name}: {resp.error}"
+            for violation in contract_violations(first.method, first.path, resp):
+                result.violations.append(f"{lane.name}: {violation}")
+            if step.expect_status is not None and resp.status != step.expect_status:
+                result.expectation = (f"expected {step.expect_status}, {lane.name} answered "
+                                      f"{resp.status}")
+        return result
+
+    def _document(self, lane: Lane, request: Request, resp: LaneResponse,
+                  effects: dict[str, Any] | None, case: Case) -> dict[str, Any]:
+        headers = {k: v for k, v in resp.headers.items() if k in COMPARED_HEADERS}
+        sent_id = any(k.lower() == "x-request-id" for k in request.headers)
+        if sent_id and "x-request-id" in resp.headers:
+            headers["x-request-id"] = resp.headers["x-request-id"]
+        body = resp.json
+        if body is None:
+            body = resp.body.decode("utf-8", errors="replace")
+        raw = {"status": resp.status, "headers": headers, "body": body, **(effects or {})}
+        aliased = alias_ids(raw, self.noise, self.aliases[lane.name])
+        flat: dict[str, Any] = {}
+        for key, value in aliased.items():
+            flat.update(flatten(value, key, case.unordered))
+        return flat
