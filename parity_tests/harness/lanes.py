@@ -103,8 +103,9 @@ def as_cloudwatch(prom: dict[str, float]) -> dict[str, float]:
 class SideEffects:
     """Reads what a lane wrote since the last look: items, agent calls, Prometheus counters."""
 
-    def __init__(self, ddb: Any) -> None:
+    def __init__(self, ddb: Any, prometheus: bool = True) -> None:
         self.ddb = ddb
+        self.prometheus = prometheus
 
     def _scan(self, table: str) -> dict[str, Any]:
         items: dict[str, Any] = {}
@@ -156,8 +157,9 @@ class SideEffects:
             doc["prometheus"] = delta
         return doc
 
-    @staticmethod
-    def _prometheus(lane: Lane) -> dict[str, float]:
+    def _prometheus(self, lane: Lane) -> dict[str, float]:
+        if not self.prometheus:
+            return {}
         text = lane.http.get("/metrics").text
         out: dict[str, float] = {}
         for family in text_string_to_metric_families(text):
@@ -227,30 +229,8 @@ class LocalLanes(contextlib.AbstractContextManager["LocalLanes"]):
                 lane.server.stop()
 
     def cloudwatch_totals(self) -> dict[str, dict[str, float]]:
-        """Per lane: SampleCount per ``metric|endpoint`` that reached CloudWatch, less what the
-        lane had answered before the run (readiness probes, whose count is not deterministic)."""
         assert self.stack is not None
-        cw = boto3.client("cloudwatch", endpoint_url=self.stack.moto_url,
-                          region_name="us-east-1")
-        now = dt.datetime.now(dt.UTC)
-        totals: dict[str, dict[str, float]] = {}
-        for lane in self.lanes:
-            out: dict[str, float] = {}
-            assert lane.namespace is not None
-            metrics = cw.list_metrics(Namespace=lane.namespace)["Metrics"]
-            for metric in metrics:
-                endpoint = metric["Dimensions"][0]["Value"]
-                stats = cw.get_metric_statistics(
-                    Namespace=lane.namespace, MetricName=metric["MetricName"],
-                    Dimensions=metric["Dimensions"], StartTime=now - dt.timedelta(hours=1),
-                    EndTime=now + dt.timedelta(minutes=1),
-                    Period=60, Statistics=["SampleCount"])
-                out[f"{metric['MetricName']}|{endpoint}"] = sum(
-                    p["SampleCount"] for p in stats["Datapoints"])
-            for name, count in as_cloudwatch(lane.baseline_prom).items():
-                out[name] = out.get(name, 0.0) - count
-            totals[lane.name] = {k: v for k, v in out.items() if v}
-        return totals
+        return cloudwatch_totals(self.stack.moto_url, self.lanes)
 
     def __exit__(self, *exc: object) -> None:
         self.stop_servers()
@@ -260,6 +240,29 @@ class LocalLanes(contextlib.AbstractContextManager["LocalLanes"]):
                 lane.emulator.stop()
         if self.stack:
             self.stack.stop()
+
+
+def cloudwatch_totals(moto_url: str, lanes: list[Lane]) -> dict[str, dict[str, float]]:
+    """Per lane: SampleCount per ``metric|endpoint`` that reached CloudWatch, less what the
+    lane had answered before the run (readiness probes, whose count is not deterministic)."""
+    cw = boto3.client("cloudwatch", endpoint_url=moto_url, region_name="us-east-1")
+    now = dt.datetime.now(dt.UTC)
+    totals: dict[str, dict[str, float]] = {}
+    for lane in lanes:
+        out: dict[str, float] = {}
+        assert lane.namespace is not None
+        for metric in cw.list_metrics(Namespace=lane.namespace)["Metrics"]:
+            endpoint = metric["Dimensions"][0]["Value"]
+            stats = cw.get_metric_statistics(
+                Namespace=lane.namespace, MetricName=metric["MetricName"],
+                Dimensions=metric["Dimensions"], StartTime=now - dt.timedelta(hours=1),
+                EndTime=now + dt.timedelta(minutes=1), Period=60, Statistics=["SampleCount"])
+            out[f"{metric['MetricName']}|{endpoint}"] = sum(
+                p["SampleCount"] for p in stats["Datapoints"])
+        for name, count in as_cloudwatch(lane.baseline_prom).items():
+            out[name] = out.get(name, 0.0) - count
+        totals[lane.name] = {k: v for k, v in out.items() if v}
+    return totals
 
 
 def remote_lanes(blue_url: str, green_url: str) -> list[Lane]:
