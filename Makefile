@@ -41,8 +41,11 @@ test: lint typecheck
 test-fast: install
 	$(BIN)/pytest -m unit -q
 
+# make parity [GENERATED=150] [SEED=...] [BLUE_URL=... GREEN_URL=...] [REPLAY=capture.jsonl]
 parity: install
-	@echo "make parity: the parity harness is not built yet (issue 3)." >&2; exit 2
+	$(BIN)/python -m parity_tests $(if $(GENERATED),--generated $(GENERATED)) \
+	  $(if $(SEED),--seed $(SEED)) $(if $(BLUE_URL),--blue-url $(BLUE_URL)) \
+	  $(if $(GREEN_URL),--green-url $(GREEN_URL)) $(if $(REPLAY),--replay $(REPLAY))
 
 bench soak fuzz: install
 	@echo "make $@: not built yet." >&2; exit 2

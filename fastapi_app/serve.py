@@ -32,6 +32,9 @@ def main() -> None:
         access_log=False,
         proxy_headers=os.environ.get("TRUST_FORWARDED_FOR", "").lower() == "true",
         timeout_graceful_shutdown=int(os.environ.get("GRACEFUL_TIMEOUT", "30")),
+        # uvicorn kills a worker that has not answered its supervisor within this many seconds;
+        # its 5 s default restarts workers forever on a busy 2-core box (imports take ~4 s)
+        timeout_worker_healthcheck=int(os.environ.get("WORKER_HEALTHCHECK_TIMEOUT", "60")),
         log_level=os.environ.get("LOG_LEVEL", "info").lower(),
     )
 

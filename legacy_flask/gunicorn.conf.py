@@ -21,6 +21,9 @@ threads = int(os.environ.get("GUNICORN_THREADS", "1"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 keepalive = 5
+# gunicorn's own request-line limit answers with its own HTML 414 before the app runs; raise it to
+# its maximum so the shared rule (414 URI_TOO_LONG over 2048 path characters) decides, as in green.
+limit_request_line = 8190
 preload_app = False
 accesslog = None  # the app writes one JSON line per request itself
 errorlog = "-"

@@ -20,6 +20,7 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "NOT_FOUND"
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+    URI_TOO_LONG = "URI_TOO_LONG"
     UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
     MALFORMED_JSON = "MALFORMED_JSON"
     VALIDATION_ERROR = "VALIDATION_ERROR"
@@ -60,6 +61,11 @@ CATALOGUE: dict[ErrorCode, ErrorSpec] = {
         413,
         "The request body is larger than the server accepts.",
         "body over MAX_BODY_BYTES (checked before the body is read whole)",
+    ),
+    ErrorCode.URI_TOO_LONG: ErrorSpec(
+        414,
+        "The request path is too long.",
+        "path over 2048 characters (gunicorn itself refuses request lines over 8190 bytes)",
     ),
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: ErrorSpec(
         415,

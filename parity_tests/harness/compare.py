@@ -26,26 +26,31 @@ def escape(segment: str) -> str:
 
 @dataclass
 class Aliases:
-    """Per-lane map from generated ids to stable tokens, by order of first appearance."""
+    """Per-lane, per-case map from generated ids to stable tokens, by order of first appearance.
+    Each uuid rule has its own counter (``<id1:N>``, ``<id2:N>``), so one extra id of one kind
+    does not shift the numbering of another."""
 
     tokens: dict[str, str] = field(default_factory=dict)
+    counts: dict[int, int] = field(default_factory=dict)
 
-    def token(self, value: str) -> str:
+    def token(self, value: str, kind: int = 1) -> str:
         if value not in self.tokens:
-            self.tokens[value] = f"<id:{len(self.tokens) + 1}>"
+            self.counts[kind] = self.counts.get(kind, 0) + 1
+            self.tokens[value] = f"<id{kind if kind > 1 else ''}:{self.counts[kind]}>"
         return self.tokens[value]
 
 
 def alias_ids(value: Any, rules: list[NoiseRule], aliases: Aliases, path: str = "") -> Any:
     """Replace every generated id (uuid rules' patterns) inside ``value`` with its alias."""
-    patterns = [re.compile(r.pattern) for r in rules if r.kind == "uuid" and r.pattern]
+    patterns = [(i, re.compile(r.pattern))
+                for i, r in enumerate((r for r in rules if r.kind == "uuid" and r.pattern), 1)]
     if not patterns:
         return value
 
     def walk(node: Any) -> Any:
         if isinstance(node, str):
-            for rx in patterns:
-                node = rx.sub(lambda m: aliases.token(m.group(0)), node)
+            for kind, rx in patterns:
+                node = rx.sub(lambda m, k=kind: aliases.token(m.group(0), k), node)
             return node
         if isinstance(node, list):
             return [walk(v) for v in node]

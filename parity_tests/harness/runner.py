@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from parity_tests.harness.compare import Aliases, Delta, alias_ids, diff, flatten
 from parity_tests.harness.lanes import Lane, SideEffects
-from parity_tests.harness.model import Case, Request, Step, get_path
+from parity_tests.harness.model import ABSENT, Case, Request, Step, get_path
 from parity_tests.harness.rules import KnownDifference, NoiseRule
 from shared.routes import Route, routes_for_path
 
@@ -87,6 +87,11 @@ class CaseResult:
         return bool(self.error) or any(s.failed for s in self.steps)
 
 
+# answered before a route's handler runs, on any route: preflight, CORS refusal, wrong method,
+# over-long path
+BEFORE_ROUTING = (204, 403, 405, 414)
+
+
 def route_of(method: str, path: str) -> Route | None:
     candidates = routes_for_path(path.split("?", 1)[0])
     for route in candidates:
@@ -102,9 +107,9 @@ def contract_violations(method: str, path: str, resp: LaneResponse) -> list[str]
     route = route_of(method, path)
     status = resp.status
     if route is None:
-        allowed = {404, 405, 403, 401, 429, 413, 204, 503, 500}
+        allowed = {404, 405, 403, 401, 429, 413, 414, 204, 503, 500}
         return [] if status in allowed else [f"status {status} on an unrouted request"]
-    if status not in route.statuses and status not in (204, 403, 405):
+    if status not in route.statuses and status not in BEFORE_ROUTING:
         return [f"status {status} is not documented for {route.method} {route.path}"]
     if method == "HEAD" or status == 204:
         return []
@@ -145,6 +150,9 @@ class Runner:
     def run_case(self, case: Case) -> CaseResult:
         result = CaseResult(case)
         variables = {lane.name: {**case.variables, "case": case.slug} for lane in self.lanes}
+        # ids never cross cases (each case has its own users and sessions): a divergence in one
+        # case must not shift the numbering of the next
+        self.aliases = {lane.name: Aliases() for lane in self.lanes}
         for index, step in enumerate(case.steps):
             try:
                 rendered = {lane.name: step.request.render(variables[lane.name])
@@ -172,7 +180,7 @@ class Runner:
         if request.auth and not any(k.lower() == "x-api-key" for k in headers):
             headers["X-API-Key"] = lane.api_key
         content = request.content()
-        if request.json is not None and content is not None and request.body is None and not any(
+        if request.json is not ABSENT and request.body is None and not any(
                 k.lower() == "content-type" for k in headers):
             headers["Content-Type"] = "application/json"
         started = time.perf_counter()

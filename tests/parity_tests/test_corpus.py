@@ -1,0 +1,248 @@
+"""The parity corpus (``parity_tests/cases``): it parses, it covers every route x documented
+status that can be produced with DynamoDB and the agent up, and its expected statuses are what
+both colors really answer.
+
+The unit tests read the case files only. ``test_case_statuses`` replays every case in-process
+against blue and green (each on its own tables, like the harness's lanes) and once more against
+blue on the same tables, so a case whose statuses depend on leftovers of an earlier run shows up.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import pytest
+
+from devstack.agent_emulator import FAULT_KINDS, parse_markers
+from devstack.stack import DevStack, create_tables
+from parity_tests.harness.model import ABSENT, Case, Request, get_path, load_corpus
+from shared.errors import CATALOGUE
+from shared.routes import ROUTES, Route, routes_for_path
+from tests.conftest import COLORS, ColorClient, open_client
+
+ROOT = Path(__file__).resolve().parents[2]
+CASES_DIR = ROOT / "parity_tests" / "cases"
+API_KEYS = "parity-key-1,parity-key-2"
+API_KEY = "parity-key-1"
+CORS_ORIGINS = "https://app.example.com"
+
+# Documented statuses the corpus cannot produce with DynamoDB and the agent up, and why.
+# (Also listed at the top of parity_tests/cases/errors.yaml.)
+_BUG = "500 needs a bug in the app"
+_STORE = "503 from the store needs DynamoDB down or throttling"
+_RATE = "429 needs more requests than the harness's high rate limit"
+UNREACHABLE: dict[str, dict[int, str]] = {
+    "health": {500: _BUG},
+    "health_detailed": {500: _BUG, 503: "503 needs DynamoDB or the agent down"},
+    # chat's 409 SESSION_CONFLICT needs a race; its 409 SESSION_USER_MISMATCH is covered, and
+    # its 503 comes from the agent (AGENT_THROTTLED / AGENT_UNAVAILABLE), so both stay required.
+    "chat": {500: _BUG, 429: _RATE},
+    "get_session": {500: _BUG, 503: _STORE, 429: _RATE},
+    "delete_session": {500: _BUG, 503: _STORE, 429: _RATE},
+    "list_user_sessions": {500: _BUG, 503: _STORE, 429: _RATE},
+    "metrics_performance": {500: _BUG},
+    "metrics": {500: _BUG},
+    "openapi": {500: _BUG},
+}
+
+# README: "devstack: AWS on your machine", marker -> what the client gets.
+FAULT_STATUS: dict[str, int] = {
+    "throttle": 503, "quota": 503, "midstream-throttle": 503,
+    "unavailable": 503, "dependency": 503, "model-not-ready": 503, "disconnect": 503,
+    "internal": 502, "bad-gateway": 502, "validation": 502, "access-denied": 502,
+    "not-found": 502, "conflict": 502, "midstream": 502, "malformed": 502, "empty": 502,
+    "timeout": 504, "stall": 504,
+}
+# Answered before routing on any path, so in no Route.statuses: a path over MAX_PATH_CHARS is
+# 414 URI_TOO_LONG (shared/pipeline.py, Exchange.admit).
+BEFORE_ROUTING = {spec.status for code, spec in CATALOGUE.items() if code.value == "URI_TOO_LONG"}
+MAX_LATENCY_CASES = 3
+MAX_LATENCY_MS = 200
+_TEMPLATE = re.compile(r"{{[^}]*}}")
+
+
+@cache
+def corpus() -> list[Case]:
+    return load_corpus(CASES_DIR)
+
+
+def route_of(method: str, path: str) -> Route | None:
+    """The route a request reaches (HEAD reaches GET's), with ``{{...}}`` as a dummy id."""
+    plain = unquote(_TEMPLATE.sub("x1", path).split("?", 1)[0])
+    wanted = "GET" if method == "HEAD" else method
+    return next((r for r in routes_for_path(plain) if r.method == wanted), None)
+
+
+def covered_pairs(cases: list[Case]) -> dict[tuple[str, int], list[str]]:
+    pairs: dict[tuple[str, int], list[str]] = {}
+    for case in cases:
+        for step in case.steps:
+            route = route_of(step.request.method, step.request.path)
+            if route is not None and step.expect_status is not None:
+                pairs.setdefault((route.name, step.expect_status), []).append(
+                    f"{case.id}:{step.name}")
+    return pairs
+
+
+def reachable_pairs() -> set[tuple[str, int]]:
+    return {(r.name, s) for r in ROUTES for s in r.statuses if s not in UNREACHABLE[r.name]}
+
+
+def message_of(request: Request) -> str:
+    if isinstance(request.json, dict) and isinstance(request.json.get("message"), str):
+        return str(request.json["message"])
+    return request.body or ""
+
+
+# --- unit: the files ----------------------------------------------------------------------------
+
+@pytest.mark.unit
+def test_corpus_parses_with_unique_ids_and_descriptions() -> None:
+    cases = corpus()
+    assert cases
+    ids = [c.id for c in cases]
+    assert len(ids) == len(set(ids))
+    slugs = [c.slug for c in cases]
+    assert len(slugs) == len(set(slugs)), "two cases would share ids through {{case}}"
+    assert [c.id for c in cases if not c.description.strip()] == []
+    names = [(c.id, s.name) for c in cases for s in c.steps]
+    assert len(names) == len(set(names)), "step names repeat within a case"
+
+
+@pytest.mark.unit
+def test_every_step_expects_a_status() -> None:
+    missing = [f"{c.id}:{s.name}" for c in corpus() for s in c.steps if s.expect_status is None]
+    assert missing == []
+
+
+@pytest.mark.unit
+def test_size_and_agent_time_stay_small() -> None:
+    cases = corpus()
+    steps = sum(len(c.steps) for c in cases)
+    assert 150 <= steps <= 230, steps
+    latency: dict[str, int] = {}
+    for case in cases:
+        for step in case.steps:
+            ms = parse_markers(message_of(step.request)).latency_ms
+            if ms is not None:
+                latency[case.id] = max(ms, latency.get(case.id, 0))
+    assert len(latency) <= MAX_LATENCY_CASES, latency
+    assert all(ms <= MAX_LATENCY_MS for ms in latency.values()), latency
+    big = CASES_DIR / "large_body.json"
+    assert big.stat().st_size < 1_100_000
+
+
+@pytest.mark.unit
+def test_every_reachable_route_status_is_covered() -> None:
+    for route in ROUTES:  # the exclusions are documented statuses, each with a reason
+        assert set(UNREACHABLE[route.name]) <= set(route.statuses), route.name
+    assert set(UNREACHABLE) == {r.name for r in ROUTES}
+    covered = covered_pairs(corpus())
+    missing = sorted(reachable_pairs() - set(covered))
+    assert missing == [], f"route x status pairs no step covers: {missing}"
+
+
+@pytest.mark.unit
+def test_expected_statuses_are_documented_for_their_route() -> None:
+    """A step that reaches a route expects one of that route's documented statuses (or one
+    the app answers before routing, whatever the route)."""
+    by_name = {r.name: r for r in ROUTES}
+    stray = {pair: where for pair, where in covered_pairs(corpus()).items()
+             if pair[1] not in {*by_name[pair[0]].statuses, *BEFORE_ROUTING}}
+    assert stray == {}
+
+
+@pytest.mark.unit
+def test_every_agent_fault_is_covered_and_stores_nothing() -> None:
+    assert set(FAULT_STATUS) == set(FAULT_KINDS)
+    seen: set[str] = set()
+    for case in corpus():
+        first = case.steps[0]
+        fault = parse_markers(message_of(first.request)).fault
+        if fault not in FAULT_STATUS:
+            continue
+        assert first.expect_status == FAULT_STATUS[fault], case.id
+        sid = first.request.json["session_id"]
+        after = case.steps[1]
+        assert (after.request.method, after.request.path) == (
+            "GET", f"/api/v1/chat/sessions/{sid}"), case.id
+        assert after.expect_status == 404, case.id
+        seen.add(fault)
+    assert seen == set(FAULT_KINDS)
+
+
+# --- integration: the expected statuses, for real, in both colors -------------------------------
+
+def send(client: ColorClient, request: Request) -> Any:
+    """What the harness's runner sends for a rendered request."""
+    headers = dict(request.headers)
+    if request.auth and not any(k.lower() == "x-api-key" for k in headers):
+        headers["X-API-Key"] = API_KEY
+    if request.json is not ABSENT and request.body is None and not any(
+            k.lower() == "content-type" for k in headers):
+        headers["Content-Type"] = "application/json"
+    return client.request(request.method, request.path, params=request.query or None,
+                          headers=headers, content=request.content())
+
+
+def run_case(client: ColorClient, case: Case) -> list[int]:
+    variables = {**case.variables, "case": case.slug}
+    statuses = []
+    for step in case.steps:
+        resp = send(client, step.request.render(variables))
+        statuses.append(resp.status_code)
+        for name, path in step.capture.items():
+            try:
+                variables[name] = str(get_path(resp.json(), path))
+            except (KeyError, IndexError, TypeError, ValueError):
+                variables[name] = f"no-{name}"  # later steps then fail visibly
+    return statuses
+
+
+@pytest.fixture(scope="module")
+def clients(stack: DevStack) -> Iterator[dict[str, ColorClient]]:
+    """One app per color for the whole corpus (as the harness runs one server per lane), each
+    on its own tables, with the harness's settings: two API keys, one CORS origin, a high rate
+    limit and a 1 s agent read timeout (the devstack emulator stalls for 5 s)."""
+    suffix = uuid.uuid4().hex[:8]
+    with ExitStack() as exits:
+        out = {}
+        for color in COLORS:
+            sessions = f"parity_{color}_sessions_{suffix}"
+            limits = f"parity_{color}_limits_{suffix}"
+            create_tables(stack.moto_url, sessions, limits)
+            settings = stack.settings(
+                api_keys=API_KEYS, cors_origins=CORS_ORIGINS, agent_read_timeout_s=1.0,
+                agent_max_attempts=1, rate_limit_requests=1_000_000,
+                sessions_table=sessions, rate_limit_table=limits,
+                metrics_namespace=f"ParityCorpus/{color}/{suffix}",
+                # moto on a busy 2-core machine: a slow answer must not fail a case
+                dynamodb_read_timeout_s=15.0, dynamodb_max_attempts=1)
+            out[color] = open_client(color, settings, exits)
+        yield out
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("case", corpus(), ids=lambda c: c.id)
+def test_case_statuses(case: Case, clients: dict[str, ColorClient]) -> None:
+    """Each step's status is its expect_status in blue and in green; a blue/green difference
+    is reported as such (an app bug, never to be hidden by editing the corpus)."""
+    got = {color: run_case(clients[color], case) for color in COLORS}
+    got["blue-again"] = run_case(clients["blue"], case)  # same tables: leftovers must not matter
+    expected = [s.expect_status for s in case.steps]
+    if got["blue"] != got["green"]:
+        lines = [f"  {s.name}: expected {e}, blue {b}, green {g}"
+                 for s, e, b, g in zip(case.steps, expected, got["blue"], got["green"],
+                                       strict=True) if b != g]
+        pytest.fail(f"{case.id}: blue and green differ\n" + "\n".join(lines))
+    assert got["blue"] == expected, [
+        f"{s.name}: expected {e}, got {b}"
+        for s, e, b in zip(case.steps, expected, got["blue"], strict=True) if e != b]
+    assert got["blue-again"] == expected, "a second run on the same tables answers differently"
