@@ -20,6 +20,7 @@ from fastapi_app.telemetry import Flusher
 from shared import logs
 from shared import web as w
 from shared.calls import run_async
+from shared.capture import CaptureWriter
 from shared.errors import ApiError
 from shared.flows import Context
 from shared.handlers import Inputs, handle
@@ -38,6 +39,7 @@ class Runtime:
     flusher: Flusher
     ctx: Context
     aws: AsyncAws | None = None
+    capture: CaptureWriter | None = None
 
     async def execute(self, call: Any) -> Any:
         if self.aws is None:
@@ -51,15 +53,21 @@ def _to_starlette(resp: Response) -> StarletteResponse:
 
 
 async def _read_body(request: Request, settings: Settings) -> bytes:
-    """Read at most MAX_BODY_BYTES, chunked bodies included; stop at the first byte over."""
+    """Read at most MAX_BODY_BYTES, chunked bodies included; stop at the first byte over.
+
+    What was read (at most MAX_BODY_BYTES + 1 bytes) goes to the exchange, for capture.
+    """
+    ex: Exchange = request.scope[EXCHANGE]
     parts: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > settings.max_body_bytes:
-            raise w.too_large(settings)
         parts.append(chunk)
-    return b"".join(parts)
+        if size > settings.max_body_bytes:
+            ex.body = b"".join(parts)[:settings.max_body_bytes + 1]
+            raise w.too_large(settings)
+    body = ex.body = b"".join(parts)
+    return body
 
 
 def _view(route: Route, rt: Runtime) -> Callable[[Request], Awaitable[StarletteResponse]]:
@@ -91,7 +99,8 @@ class ChatbotMiddleware:
         rt = self.rt
         client = scope.get("client")
         ex = Exchange(rt.settings, COLOR, scope["method"], scope["path"], Headers(scope=scope),
-                      client[0] if client else None, rt.flusher.telemetry)
+                      client[0] if client else None, rt.flusher.telemetry, capture=rt.capture,
+                      query_string=scope.get("query_string", b""))
         scope[EXCHANGE] = ex
         early: Response | None
         try:
@@ -141,7 +150,8 @@ class ChatbotMiddleware:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     logs.configure(COLOR, settings.log_level)
-    runtime = Runtime(settings, Flusher(settings), Context(settings))
+    runtime = Runtime(settings, Flusher(settings), Context(settings),
+                      capture=CaptureWriter.from_settings(settings, COLOR))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

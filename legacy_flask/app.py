@@ -15,6 +15,7 @@ from legacy_flask.telemetry import Flusher
 from shared import logs
 from shared import web as w
 from shared.calls import run_sync
+from shared.capture import CaptureWriter
 from shared.errors import ApiError
 from shared.flows import Context
 from shared.handlers import Inputs, handle
@@ -32,6 +33,7 @@ class Runtime:
     aws: SyncAws
     flusher: Flusher
     ctx: Context
+    capture: CaptureWriter | None = None
 
 
 def _flask_path(path: str) -> str:
@@ -50,8 +52,13 @@ def _to_flask(resp: Response) -> FlaskResponse:
 
 
 def _read_body(settings: Settings) -> bytes:
-    """At most MAX_BODY_BYTES, chunked bodies included; one byte more means 413."""
+    """At most MAX_BODY_BYTES, chunked bodies included; one byte more means 413.
+
+    What was read (at most MAX_BODY_BYTES + 1 bytes) goes to the exchange, for capture.
+    """
     body = request.stream.read(settings.max_body_bytes + 1)
+    ex: Exchange = g.exchange
+    ex.body = body
     if len(body) > settings.max_body_bytes:
         raise w.too_large(settings)
     return body
@@ -80,7 +87,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config.update(PROVIDE_AUTOMATIC_OPTIONS=False, MAX_CONTENT_LENGTH=None)
     aws = SyncAws(settings)
     flusher = Flusher(settings, aws)
-    runtime = Runtime(settings, aws, flusher, Context(settings))
+    runtime = Runtime(settings, aws, flusher, Context(settings),
+                      CaptureWriter.from_settings(settings, COLOR))
     app.extensions["chatbot"] = runtime
 
     blueprints: dict[str, Blueprint] = {}
@@ -91,11 +99,15 @@ def create_app(settings: Settings | None = None) -> Flask:
     for bp in blueprints.values():
         app.register_blueprint(bp)
 
+    def new_exchange() -> Exchange:
+        return Exchange(settings, COLOR, request.method, request.path, request.headers,
+                        request.remote_addr, flusher.telemetry, capture=runtime.capture,
+                        query_string=request.query_string)
+
     @app.before_request
     def admit() -> FlaskResponse | None:
         g.runtime = runtime
-        ex = Exchange(settings, COLOR, request.method, request.path, request.headers,
-                      request.remote_addr, flusher.telemetry)
+        ex = new_exchange()
         g.exchange = ex
         early = ex.admit()
         if early is not None:
@@ -108,8 +120,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     def finish(response: FlaskResponse) -> FlaskResponse:
         ex: Exchange | None = g.get("exchange")
         if ex is None:  # before_request itself failed before the exchange existed
-            ex = Exchange(settings, COLOR, request.method, request.path, request.headers,
-                          request.remote_addr, flusher.telemetry)
+            ex = new_exchange()
         extra = {k: v for k, v in response.headers.items()
                  if k.lower() not in ("content-type", "content-length")}
         resp = Response(response.status_code, response.get_data(),
@@ -125,8 +136,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     def _exchange() -> Exchange:
         ex = g.get("exchange")
         if ex is None:
-            ex = Exchange(settings, COLOR, request.method, request.path, request.headers,
-                          request.remote_addr, flusher.telemetry)
+            ex = new_exchange()
             g.exchange = ex
         return ex  # type: ignore[no-any-return]
 

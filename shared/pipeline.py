@@ -2,19 +2,22 @@
 
 The app adapters (a Flask before/after pair, a pure ASGI middleware) create an Exchange, call
 :meth:`Exchange.admit` before routing, run the handler, then let :meth:`Exchange.finish` decide
-every response header, compress, record metrics and write the access log line.
+every response header, compress, record metrics and write the access log line (and, when
+``CAPTURE_PATH`` is set, the capture line: the adapters hand over the raw query string and set
+:attr:`Exchange.body` when a handler reads the body).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from shared import logs, prom
 from shared import web as w
 from shared.calls import Flow
+from shared.capture import CaptureWriter
 from shared.errors import ApiError, ErrorCode, error_body
 from shared.flows import Context, rate_limit
 from shared.metrics import MetricBuffer
@@ -30,6 +33,8 @@ class HeaderLookup(Protocol):
     """Case-insensitive header access: werkzeug's and Starlette's ``Headers`` both fit."""
 
     def get(self, key: str, /) -> str | None: ...
+
+    def items(self) -> Iterable[tuple[str, str]]: ...
 
 
 @dataclass
@@ -57,6 +62,9 @@ class Exchange:
     headers: HeaderLookup
     remote_addr: str | None
     telemetry: Telemetry | None = None
+    capture: CaptureWriter | None = None  # CAPTURE_PATH's writer; None: capture is off
+    query_string: bytes = b""  # raw, as received (only capture reads it)
+    body: bytes = b""  # the raw body, set by the adapter's _read_body (only capture reads it)
     perf: Callable[[], float] = time.perf_counter
     started: float = 0.0
     request_id: str = ""
@@ -76,12 +84,16 @@ class Exchange:
     # --- before the handler -----------------------------------------------------------------
 
     def admit(self) -> Response | None:
-        """CORS and auth. Returns a response to send at once (a preflight), else None.
+        """Path length, CORS, auth, declared body size. Returns a response to send at once (a
+        preflight), else None.
 
-        Raises ApiError for a refused preflight or a missing/bad API key. After this, an
+        Raises ApiError for an over-long path, a refused preflight, a missing/bad API key or a
+        declared body over the limit. After this, an
         ``/api`` request must pass :meth:`rate_limit_flow` (run by the adapter's driver).
         """
         h = self.headers
+        if len(self.path) > w.MAX_PATH_CHARS:
+            raise ApiError(ErrorCode.URI_TOO_LONG)
         self.cors = w.cors(self.settings, self.method, h.get("Origin"),
                            h.get("Access-Control-Request-Method"),
                            h.get("Access-Control-Request-Headers"))
@@ -151,10 +163,10 @@ class Exchange:
             headers["Vary"] = merged
         headers[w.REQUEST_ID_HEADER] = self.request_id
         headers["X-App-Color"] = self.color
-        self.record(response.status)
+        self.record(response.status, headers)
         return list(headers.items())
 
-    def record(self, status: int) -> None:
+    def record(self, status: int, response_headers: dict[str, str] | None = None) -> None:
         elapsed = self.perf() - self.started
         endpoint = endpoint_label(self.template)
         if self.telemetry is not None:
@@ -165,3 +177,8 @@ class Exchange:
         prom.observe(self.color, endpoint, self.method, status, elapsed)
         logs.access(request_id=self.request_id, method=self.method, path=self.path,
                     status=status, duration_ms=elapsed * 1000, client=self.remote_addr)
+        if self.capture is not None:
+            self.capture.capture(request_id=self.request_id, method=self.method, path=self.path,
+                                 query_string=self.query_string, headers=self.headers,
+                                 body=self.body, status=status,
+                                 response_headers=response_headers, duration_ms=elapsed * 1000)

@@ -132,6 +132,15 @@ class Settings(BaseSettings):
         "/metrics/performance (the launchers set it).",
     )
 
+    # traffic capture (for replay by the parity harness)
+    capture_path: str | None = Field(
+        default=None,
+        description="Append one JSON line per request to this file (secrets redacted); "
+        "unset: no capture.")
+    capture_sample_rate: float = Field(
+        default=1.0, ge=0, le=1,
+        description="Share of requests captured, decided by a hash of the request id.")
+
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import re
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from parity_tests.harness.rules import NoiseRule, path_matches
@@ -40,17 +41,21 @@ class Aliases:
         return self.tokens[value]
 
 
+def _replace(match: re.Match[str], aliases: Aliases, kind: int) -> str:
+    return aliases.token(match.group(0), kind)
+
+
 def alias_ids(value: Any, rules: list[NoiseRule], aliases: Aliases, path: str = "") -> Any:
     """Replace every generated id (uuid rules' patterns) inside ``value`` with its alias."""
-    patterns = [(i, re.compile(r.pattern))
-                for i, r in enumerate((r for r in rules if r.kind == "uuid" and r.pattern), 1)]
+    patterns = [(i, re.compile(pattern)) for i, pattern in
+                enumerate((r.pattern for r in rules if r.kind == "uuid" and r.pattern), 1)]
     if not patterns:
         return value
 
     def walk(node: Any) -> Any:
         if isinstance(node, str):
             for kind, rx in patterns:
-                node = rx.sub(lambda m, k=kind: aliases.token(m.group(0), k), node)
+                node = rx.sub(partial(_replace, aliases=aliases, kind=kind), node)
             return node
         if isinstance(node, list):
             return [walk(v) for v in node]

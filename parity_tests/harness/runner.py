@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 from pydantic import ValidationError
@@ -185,8 +186,9 @@ class Runner:
             headers["Content-Type"] = "application/json"
         started = time.perf_counter()
         try:
-            resp = lane.http.request(request.method, request.path,
-                                     params=list(request.query) or None,
+            # urlencode keeps repeated keys in their order (httpx's params would group them)
+            url = request.path + ("?" + urlencode(request.query) if request.query else "")
+            resp = lane.http.request(request.method, url,
                                      headers=headers, content=content)
         except httpx.HTTPError as exc:
             return LaneResponse(0, {}, b"", (time.perf_counter() - started) * 1000,
