@@ -75,7 +75,7 @@ Call log and control endpoints (JSON)
     "agent_alias_id", "session_id", "input_text", "enable_trace", "fault", "ts"}`` in a deque
     bounded by ``max_calls``.
 
-    ``GET /_emulator/calls`` -> ``{"calls": [...]}``; ``DELETE /_emulator/calls`` ->
+    ``GET /_emulator/calls[?since=N]`` -> ``{"calls": [...], "total": n}``; ``DELETE /_emulator/calls`` ->
     ``{"cleared": n}``; ``GET /_emulator/health`` -> ``{"status": "ok"}``;
     ``GET /_emulator/config`` and ``POST /_emulator/config`` with ``{"latency_ms": int}``
     (optionally ``"fault_timeout_s": number``) -> the config; ``GET /_emulator/stats`` ->
@@ -347,7 +347,8 @@ class EmulatorApp:
                         self.in_flight -= 1
                     return
             elif raw_path.startswith(b"/_emulator/"):
-                await self._control(scope["method"], raw_path, receive, send)
+                await self._control(scope["method"], raw_path, receive, send,
+                                    scope.get("query_string", b""))
                 return
             elif raw_path.rstrip(b"/") == b"/sessions" and scope["method"] == "POST":
                 # ListSessions: the read-only call the apps' /health/detailed makes
@@ -530,7 +531,8 @@ class EmulatorApp:
 
     # ---- control endpoints
 
-    async def _control(self, method: str, raw_path: bytes, receive: Receive, send: Send) -> None:
+    async def _control(self, method: str, raw_path: bytes, receive: Receive, send: Send,
+                       query: bytes = b"") -> None:
         try:
             body = await _read_body(receive)
         except _BodyTooLarge:
@@ -543,7 +545,14 @@ class EmulatorApp:
         if route == b"health" and method == "GET":
             await self._json_response(send, {"status": "ok"})
         elif route == b"calls" and method == "GET":
-            await self._json_response(send, {"calls": self.calls()})
+            # ?since=N: only the calls after the first N (a poller's cheap increment)
+            since = 0
+            for part in query.split(b"&"):
+                name, _, value = part.partition(b"=")
+                if name == b"since" and value.isdigit():
+                    since = int(value)
+            calls = self.calls()
+            await self._json_response(send, {"calls": calls[since:], "total": len(calls)})
         elif route == b"calls" and method == "DELETE":
             await self._json_response(send, {"cleared": self.clear_calls()})
         elif route == b"config" and method == "GET":

@@ -41,6 +41,7 @@ class Server:
     log_path: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
     _log: object = field(default=None, repr=False)
+    _signalled: bool = field(default=False, repr=False)
 
     @property
     def url(self) -> str:
@@ -75,12 +76,19 @@ class Server:
             time.sleep(0.1)
         raise TimeoutError(f"{self.color} not healthy on {self.url} after {timeout_s}s")
 
+    def terminate(self) -> None:
+        """Send SIGTERM once. A second one makes uvicorn force its exit (workers are killed
+        mid-shutdown and lose their last metrics), so :meth:`stop` never repeats it."""
+        if self.proc is not None and self.proc.poll() is None and not self._signalled:
+            self.proc.send_signal(signal.SIGTERM)
+            self._signalled = True
+
     def stop(self, timeout_s: float = 30.0) -> int | None:
         """SIGTERM (graceful: in-flight requests finish, metrics flush), then wait."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.terminate()
             try:
                 self.proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
@@ -88,6 +96,7 @@ class Server:
                 self.proc.wait()
         code = self.proc.returncode
         self.proc = None
+        self._signalled = False
         if hasattr(self._log, "close"):
             self._log.close()
         return code

@@ -35,14 +35,17 @@ FAKE_CREDENTIALS = {
 
 
 def create_tables(endpoint: str, sessions_table: str, rate_limit_table: str,
-                  region: str = "us-east-1") -> None:
-    """Create both tables with their TTL (idempotent)."""
+                  region: str = "us-east-1", streams: bool = False) -> None:
+    """Create both tables with their TTL (idempotent). ``streams`` turns on a NEW_IMAGE stream,
+    which the parity harness reads to see exactly what each color wrote."""
     ddb = boto3.client("dynamodb", endpoint_url=endpoint, region_name=region,
                        aws_access_key_id="testing", aws_secret_access_key="testing")  # noqa: S106
     existing = set(ddb.list_tables()["TableNames"])
     for spec in (sessions_table_spec(sessions_table), rate_limit_table_spec(rate_limit_table)):
         if spec["TableName"] in existing:
             continue
+        if streams:
+            spec["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"}
         ddb.create_table(**spec)
         ddb.get_waiter("table_exists").wait(TableName=spec["TableName"])
         ddb.update_time_to_live(
@@ -62,6 +65,7 @@ class DevStack:
     agent_fault_timeout_s: float = 30.0
     tables: list[tuple[str, str]] = field(
         default_factory=lambda: [("chat_sessions", "chat_rate_limits")])
+    streams: bool = False
     moto: ThreadedMotoServer | None = None
     agent: AgentEmulator | None = None
 
@@ -88,7 +92,7 @@ class DevStack:
                                    fault_timeout_s=self.agent_fault_timeout_s)
         self.agent.start()
         for sessions, limits in self.tables:
-            create_tables(self.moto_url, sessions, limits)
+            create_tables(self.moto_url, sessions, limits, streams=self.streams)
         return self
 
     def stop(self) -> None:

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from parity_tests.harness import report
-from parity_tests.harness.compare import Delta, diff, flatten
+from parity_tests.harness.compare import diff, flatten
 from parity_tests.harness.lanes import Lane, LocalLanes, remote_lanes
 from parity_tests.harness.model import Case, load_corpus
 from parity_tests.harness.rules import load_known, load_noise
@@ -37,6 +37,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--green-url", default=os.environ.get("GREEN_URL") or None)
     p.add_argument("-k", "--filter", default=None, help="only cases whose id contains this")
     p.add_argument("--report-dir", type=Path, default=Path("reports/parity"))
+    p.add_argument("--metrics-per-step", action="store_true",
+                   help="compare request counters after every step (slower) instead of once "
+                   "over the run")
     p.add_argument("--noise", type=Path, default=HERE / "noise.yaml")
     p.add_argument("--known", type=Path, default=HERE / "known_differences.yaml")
     p.add_argument("--today", type=dt.date.fromisoformat, default=dt.date.today(),
@@ -63,15 +66,18 @@ def collect_cases(args: argparse.Namespace) -> tuple[list[Case], dict[str, int]]
     return cases, sources
 
 
-def cloudwatch_deltas(totals: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+def cloudwatch_deltas(totals: dict[str, dict[str, float]], prefix: str = "cloudwatch"
+                      ) -> list[dict[str, Any]]:
+    """Differences of per-lane totals, each lane against the first (blue)."""
     names = list(totals)
     if len(names) < 2:
         return []
-    base = flatten(totals[names[0]], "cloudwatch")
-    out: list[Delta] = []
+    base = flatten(totals[names[0]], prefix)
+    out: list[dict[str, Any]] = []
     for other in names[1:]:
-        out += diff(base, flatten(totals[other], "cloudwatch"), [], None)
-    return [d.to_dict() for d in out]
+        out += [{**d.to_dict(), "lane": other}
+                for d in diff(base, flatten(totals[other], prefix), [], None)]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,14 +131,18 @@ def main(argv: list[str] | None = None) -> int:
         urls = {lane.name: lane.url for lane in lanes}
     else:
         with console.status("booting devstack, blue (gunicorn), blue-aa and green (uvicorn)"):
-            stack = LocalLanes(args.report_dir / "logs").__enter__()
+            stack = LocalLanes(args.report_dir / "logs",
+                               metrics_per_step=args.metrics_per_step).__enter__()
         try:
             console.print(f"booted {len(stack.lanes)} lanes in {stack.boot_s:.1f} s: " +
                           ", ".join(f"{lane.name} {lane.url}" for lane in stack.lanes))
             results = run(stack.lanes, stack.effects)
             urls = {lane.name: lane.url for lane in stack.lanes}
+            assert stack.effects is not None
+            counters = {lane.name: stack.effects.run_counters(lane) for lane in stack.lanes}
             stack.stop_servers()  # SIGTERM: each server flushes its CloudWatch buffer
-            info["cloudwatch"] = cloudwatch_deltas(stack.cloudwatch_totals())
+            info["cloudwatch"] = (cloudwatch_deltas(counters, "prometheus")
+                                  + cloudwatch_deltas(stack.cloudwatch_totals()))
             info.update(mode="local", lanes=[lane.name for lane in stack.lanes],
                         boot_s=stack.boot_s)
         finally:

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -23,8 +26,8 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.agent_emulator import AgentEmulator
-from devstack.run import Server
-from devstack.stack import DevStack
+from devstack.run import ROOT, Server
+from devstack.stack import FAKE_CREDENTIALS, create_tables
 
 API_KEYS = ("parity-key-1", "parity-key-2")
 CORS_ORIGIN = "https://app.example.com"
@@ -72,12 +75,14 @@ class Lane:
     color: str
     url: str
     http: httpx.Client
-    emulator: AgentEmulator | None = None
+    emulator: AgentEmulator | EmulatorProcess | None = None
     tables: dict[str, str] = field(default_factory=dict)  # role -> table name
     namespace: str | None = None
     server: Server | None = None
     api_key: str = API_KEYS[0]
+    aws_url: str | None = None  # this lane's DynamoDB/CloudWatch endpoint
     _items: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _iterators: dict[str, list[str]] = field(default_factory=dict)  # role -> shard iterators
     _calls_seen: int = 0
     _prom: dict[str, float] = field(default_factory=dict)
     baseline_prom: dict[str, float] = field(default_factory=dict)
@@ -103,15 +108,57 @@ def as_cloudwatch(prom: dict[str, float]) -> dict[str, float]:
 class SideEffects:
     """Reads what a lane wrote since the last look: items, agent calls, Prometheus counters."""
 
-    def __init__(self, ddb: Any, prometheus: bool = True) -> None:
-        self.ddb = ddb
+    def __init__(self, prometheus: bool = True, streams: bool = True) -> None:
         self.prometheus = prometheus
+        self.use_streams = streams
+        self._clients: dict[str, tuple[Any, Any]] = {}
 
-    def _scan(self, table: str) -> dict[str, Any]:
+    def _aws(self, lane: Lane) -> tuple[Any, Any]:
+        """(dynamodb, dynamodbstreams) clients for the lane's endpoint, made once."""
+        assert lane.aws_url is not None
+        if lane.aws_url not in self._clients:
+            self._clients[lane.aws_url] = tuple(  # type: ignore[assignment]
+                boto3.client(name, endpoint_url=lane.aws_url, region_name="us-east-1")
+                for name in ("dynamodb", "dynamodbstreams"))
+        return self._clients[lane.aws_url]
+
+    def _open_streams(self, lane: Lane) -> None:
+        """Start reading each table's stream at its end; tables without one are scanned."""
+        if not self.use_streams:
+            return
+        ddb, streams = self._aws(lane)
+        for role, table in lane.tables.items():
+            arn = ddb.describe_table(TableName=table)["Table"].get("LatestStreamArn")
+            if not arn:
+                continue
+            shards = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]
+            lane._iterators[role] = [streams.get_shard_iterator(
+                StreamArn=arn, ShardId=s["ShardId"], ShardIteratorType="LATEST",
+            )["ShardIterator"] for s in shards]
+
+    def _stream_changes(self, lane: Lane, role: str) -> dict[str, Any]:
+        changed: dict[str, Any] = {}
+        iterators = []
+        streams = self._aws(lane)[1]
+        for iterator in lane._iterators[role]:
+            page = streams.get_records(ShardIterator=iterator)
+            for record in page["Records"]:
+                data = record["dynamodb"]
+                key = plain(next(iter(data["Keys"].values())))
+                image = data.get("NewImage")
+                changed[key] = ({k: plain(v) for k, v in sorted(image.items())}
+                                if image is not None and record["eventName"] != "REMOVE"
+                                else None)
+            iterators.append(page.get("NextShardIterator") or iterator)
+        lane._iterators[role] = iterators
+        return changed
+
+    def _scan(self, lane: Lane, table: str) -> dict[str, Any]:
         items: dict[str, Any] = {}
         kwargs: dict[str, Any] = {"TableName": table, "ConsistentRead": True}
+        ddb = self._aws(lane)[0]
         while True:
-            page = self.ddb.scan(**kwargs)
+            page = ddb.scan(**kwargs)
             for item in page.get("Items", []):
                 key = item.get("session_id") or item.get("bucket")
                 items[plain(key) if key else repr(sorted(item))] = {
@@ -121,22 +168,29 @@ class SideEffects:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def baseline(self, lane: Lane) -> None:
+        self._open_streams(lane)
         self.collect(lane)
-        lane.baseline_prom = dict(lane._prom)
+        lane.baseline_prom = self._read_prometheus(lane)
+        lane._prom = dict(lane.baseline_prom)
 
-    def final(self, lane: Lane) -> dict[str, float]:
-        """Every request the lane answered (but the harness's own /metrics reads)."""
-        return self._prometheus(lane)
+    def run_counters(self, lane: Lane) -> dict[str, float]:
+        """Requests the lane counted since the baseline, per ``METHOD endpoint status``."""
+        now = self._read_prometheus(lane)
+        return {k: v - lane.baseline_prom.get(k, 0.0) for k, v in now.items()
+                if v != lane.baseline_prom.get(k, 0.0)}
 
     def collect(self, lane: Lane) -> dict[str, Any]:
         """The side effects since the previous call, as one JSON document."""
         dynamodb: dict[str, Any] = {}
         for role, table in lane.tables.items():
-            now = self._scan(table)
-            before = lane._items.get(role, {})
-            changed = {k: v for k, v in now.items() if before.get(k) != v}
-            changed.update({k: None for k in before if k not in now})  # deleted
-            lane._items[role] = now
+            if role in lane._iterators:
+                changed = self._stream_changes(lane, role)
+            else:
+                now = self._scan(lane, table)
+                before = lane._items.get(role, {})
+                changed = {k: v for k, v in now.items() if before.get(k) != v}
+                changed.update({k: None for k in before if k not in now})  # deleted
+                lane._items[role] = now
             if changed:
                 dynamodb[role] = changed
         assert lane.emulator is not None
@@ -159,7 +213,11 @@ class SideEffects:
 
     def _prometheus(self, lane: Lane) -> dict[str, float]:
         if not self.prometheus:
-            return {}
+            return lane._prom  # per-step reads off: no delta
+        return self._read_prometheus(lane)
+
+    @staticmethod
+    def _read_prometheus(lane: Lane) -> dict[str, float]:
         text = lane.http.get("/metrics").text
         out: dict[str, float] = {}
         for family in text_string_to_metric_families(text):
@@ -174,13 +232,79 @@ class SideEffects:
         return out
 
 
+class _Process:
+    """A helper process of the local stack, stopped with SIGTERM."""
+
+    def __init__(self, cmd: list[str], log: Path) -> None:
+        self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE,  # noqa: S603
+                                     stderr=self._log, cwd=ROOT)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+class EmulatorProcess(_Process):
+    """The agent emulator in its own process; its call log is read over HTTP."""
+
+    def __init__(self, log: Path, fault_timeout_s: float) -> None:
+        super().__init__([sys.executable, "-m", "devstack.agent_emulator", "--port", "0",
+                          "--fault-timeout-s", str(fault_timeout_s)], log)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the agent emulator did not start; see {log}")
+        self.url: str = json.loads(line)["url"]
+        self._http = httpx.Client(base_url=self.url, timeout=10)
+        self._calls: list[dict[str, Any]] = []
+
+    def calls(self) -> list[dict[str, Any]]:
+        page = self._http.get("/_emulator/calls", params={"since": len(self._calls)}).json()
+        self._calls.extend(page["calls"])
+        return self._calls
+
+    def stop(self) -> None:
+        self._http.close()
+        super().stop()
+
+
+class MotoProcess(_Process):
+    """moto in server mode in its own process (its own core, not the harness's GIL)."""
+
+    def __init__(self, log: Path) -> None:
+        self.port = free_port()
+        super().__init__([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1",
+                          "-p", str(self.port)], log)
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"moto exited; see {log}")
+            try:
+                httpx.get(self.url + "/moto-api/data.json", timeout=2)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise TimeoutError(f"moto did not start; see {log}")
+
+
 class LocalLanes(contextlib.AbstractContextManager["LocalLanes"]):
     """devstack (moto) + one emulator, two tables and one real server per lane."""
 
-    def __init__(self, log_dir: Path, fault_timeout_s: float = 3.0) -> None:
+    def __init__(self, log_dir: Path, fault_timeout_s: float = 3.0,
+                 metrics_per_step: bool = False) -> None:
+        self.metrics_per_step = metrics_per_step
         self.log_dir = log_dir
         self.fault_timeout_s = fault_timeout_s
-        self.stack: DevStack | None = None
+        self.motos: list[MotoProcess] = []
+        self.emulators: list[EmulatorProcess] = []
         self.lanes: list[Lane] = []
         self.boot_s = 0.0
         self.effects: SideEffects | None = None
@@ -188,17 +312,24 @@ class LocalLanes(contextlib.AbstractContextManager["LocalLanes"]):
     def __enter__(self) -> LocalLanes:
         started = time.perf_counter()
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        names = [name for name, _ in LOCAL_LANES]
-        tables = [(f"{n.replace('-', '_')}_chat_sessions", f"{n.replace('-', '_')}_rate_limits")
-                  for n in names]
-        self.stack = DevStack(tables=tables).start()
-        self.effects = SideEffects(boto3.client(
-            "dynamodb", endpoint_url=self.stack.moto_url, region_name="us-east-1"))
+        for name, value in FAKE_CREDENTIALS.items():
+            os.environ.setdefault(name, value)
         try:
-            for (name, color), (sessions, limits) in zip(LOCAL_LANES, tables, strict=True):
-                emulator = AgentEmulator(fault_timeout_s=self.fault_timeout_s).start()
-                env = {**self.stack.env(sessions, limits), **PARITY_ENV,
+            # moto in its own process (not on the harness's GIL); one for all lanes, each lane
+            # on its own tables and CloudWatch namespace (more motos only cost boot time)
+            self.motos = [MotoProcess(self.log_dir / "moto.log")]
+            moto_url = self.motos[0].url
+            for name, color in LOCAL_LANES:
+                prefix = name.replace("-", "_")
+                sessions, limits = f"{prefix}_chat_sessions", f"{prefix}_rate_limits"
+                create_tables(moto_url, sessions, limits, streams=True)
+                emulator = EmulatorProcess(self.log_dir / f"{name}-agent.log",
+                                           self.fault_timeout_s)
+                self.emulators.append(emulator)
+                env = {**FAKE_CREDENTIALS, **PARITY_ENV,
+                       "DYNAMODB_ENDPOINT_URL": moto_url, "CLOUDWATCH_ENDPOINT_URL": moto_url,
                        "BEDROCK_ENDPOINT_URL": emulator.url,
+                       "SESSIONS_TABLE": sessions, "RATE_LIMIT_TABLE": limits,
                        "METRICS_NAMESPACE": f"Parity/{name}",
                        "METRICS_DIR": tempfile.mkdtemp(prefix=f"parity-{name}-")}
                 server = Server(color, free_port(), env,
@@ -207,10 +338,11 @@ class LocalLanes(contextlib.AbstractContextManager["LocalLanes"]):
                     name=name, color=color, url=server.url, emulator=emulator,
                     http=httpx.Client(base_url=server.url, timeout=30),
                     tables={"sessions": sessions, "rate_limits": limits},
-                    namespace=f"Parity/{name}", server=server))
+                    namespace=f"Parity/{name}", server=server, aws_url=moto_url))
+            self.effects = SideEffects(prometheus=self.metrics_per_step)
             for lane in self.lanes:
                 assert lane.server is not None
-                lane.server.wait_healthy(60)
+                lane.server.wait_healthy(90)
             for lane in self.lanes:
                 self.effects.baseline(lane)
         except BaseException:
@@ -222,33 +354,32 @@ class LocalLanes(contextlib.AbstractContextManager["LocalLanes"]):
     def stop_servers(self) -> None:
         """SIGTERM every server (they flush their metrics), in parallel."""
         for lane in self.lanes:
-            if lane.server and lane.server.proc and lane.server.proc.poll() is None:
-                lane.server.proc.send_signal(15)
+            if lane.server:
+                lane.server.terminate()
         for lane in self.lanes:
             if lane.server:
                 lane.server.stop()
 
     def cloudwatch_totals(self) -> dict[str, dict[str, float]]:
-        assert self.stack is not None
-        return cloudwatch_totals(self.stack.moto_url, self.lanes)
+        return cloudwatch_totals(self.lanes)
 
     def __exit__(self, *exc: object) -> None:
         self.stop_servers()
         for lane in self.lanes:
             lane.http.close()
-            if lane.emulator:
-                lane.emulator.stop()
-        if self.stack:
-            self.stack.stop()
+        for emulator in self.emulators:
+            emulator.stop()
+        for moto in self.motos:
+            moto.stop()
 
 
-def cloudwatch_totals(moto_url: str, lanes: list[Lane]) -> dict[str, dict[str, float]]:
+def cloudwatch_totals(lanes: list[Lane]) -> dict[str, dict[str, float]]:
     """Per lane: SampleCount per ``metric|endpoint`` that reached CloudWatch, less what the
     lane had answered before the run (readiness probes, whose count is not deterministic)."""
-    cw = boto3.client("cloudwatch", endpoint_url=moto_url, region_name="us-east-1")
     now = dt.datetime.now(dt.UTC)
     totals: dict[str, dict[str, float]] = {}
     for lane in lanes:
+        cw = boto3.client("cloudwatch", endpoint_url=lane.aws_url, region_name="us-east-1")
         out: dict[str, float] = {}
         assert lane.namespace is not None
         for metric in cw.list_metrics(Namespace=lane.namespace)["Metrics"]:

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 from anyio.from_thread import start_blocking_portal
@@ -135,14 +134,13 @@ class Lanes:
         self.exits = exits
         self.lanes: list[Lane] = []
         self.flushers: list[Callable[[], Any]] = []
-        self.effects = SideEffects(boto3.client("dynamodb", endpoint_url=stack.moto_url,
-                                                region_name="us-east-1"), prometheus=False)
+        self.effects = SideEffects(prometheus=False)
 
     def add(self, name: str, color: str, wrap: Callable[[Asgi], Asgi] | None = None,
             patch_runtime: Callable[[Any], None] | None = None) -> None:
         tag = uuid.uuid4().hex[:10]
         sessions, limits = f"st_{tag}_sessions", f"st_{tag}_limits"
-        create_tables(self.stack.moto_url, sessions, limits)
+        create_tables(self.stack.moto_url, sessions, limits, streams=True)
         emulator = self.exits.enter_context(AgentEmulator())
         namespace = f"SelfTest/{tag}"
         settings = self.stack.settings(
@@ -166,7 +164,8 @@ class Lanes:
             self.flushers.append(lambda p=portal, r=runtime: p.call(r.flusher.flush_now))
         self.exits.callback(http.close)
         lane = Lane(name=name, color=color, url=f"http://{name}", http=http, emulator=emulator,
-                    tables={"sessions": sessions, "rate_limits": limits}, namespace=namespace)
+                    tables={"sessions": sessions, "rate_limits": limits}, namespace=namespace,
+                    aws_url=self.stack.moto_url)
         self.effects.baseline(lane)
         self.lanes.append(lane)
 
@@ -175,7 +174,7 @@ class Lanes:
         results = Runner(self.lanes, NOISE, known or [], self.effects).run(corpus())
         for flush in self.flushers:
             flush()
-        return results, cloudwatch_deltas(cloudwatch_totals(self.stack.moto_url, self.lanes))
+        return results, cloudwatch_deltas(cloudwatch_totals(self.lanes))
 
 
 @pytest.fixture
