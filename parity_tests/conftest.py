@@ -22,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 
 def all_cases() -> list[Case]:
     cases = load_corpus(HERE / "cases")
-    count = int(os.environ.get("GENERATED", "150"))
+    count = int(os.environ.get("GENERATED", "100"))
     if count:
         from parity_tests.harness.generate import generate_cases
 

@@ -28,7 +28,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m parity_tests", description=(
         "Replay the same requests against blue and green and compare answers and side effects."))
     p.add_argument("--cases", type=Path, default=HERE / "cases", help="case corpus directory")
-    p.add_argument("--generated", type=int, default=int(os.environ.get("GENERATED", 150)),
+    p.add_argument("--generated", type=int, default=int(os.environ.get("GENERATED", 100)),
                    help="property-based cases generated from /openapi.json (0: none)")
     p.add_argument("--seed", type=int, default=int(os.environ.get("SEED", 20261122)))
     p.add_argument("--replay", type=Path, default=os.environ.get("REPLAY") or None,
@@ -140,8 +140,10 @@ def main(argv: list[str] | None = None) -> int:
             urls = {lane.name: lane.url for lane in stack.lanes}
             assert stack.effects is not None
             counters = {lane.name: stack.effects.run_counters(lane) for lane in stack.lanes}
+            tables = {lane.name: stack.effects.final_state(lane) for lane in stack.lanes}
             stack.stop_servers()  # SIGTERM: each server flushes its CloudWatch buffer
             info["cloudwatch"] = (cloudwatch_deltas(counters, "prometheus")
+                                  + cloudwatch_deltas(tables, "dynamodb")
                                   + cloudwatch_deltas(stack.cloudwatch_totals()))
             info.update(mode="local", lanes=[lane.name for lane in stack.lanes],
                         boot_s=stack.boot_s)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import os
 import socket
 import subprocess
@@ -76,7 +75,10 @@ class Lane:
     url: str
     http: httpx.Client
     emulator: AgentEmulator | EmulatorProcess | None = None
-    tables: dict[str, str] = field(default_factory=dict)  # role -> table name
+    tables: dict[str, str] = field(default_factory=dict)  # role -> table, read per step
+    # tables compared once, at the end of the run (the rate-limit counters, whose per-step
+    # effect is already compared through X-RateLimit-Remaining on every answer)
+    final_tables: dict[str, str] = field(default_factory=dict)
     namespace: str | None = None
     server: Server | None = None
     api_key: str = API_KEYS[0]
@@ -173,6 +175,12 @@ class SideEffects:
         lane.baseline_prom = self._read_prometheus(lane)
         lane._prom = dict(lane.baseline_prom)
 
+    def final_state(self, lane: Lane) -> dict[str, Any]:
+        """The end-of-run tables, without their TTL attribute (a time)."""
+        return {role: {key: {k: v for k, v in item.items() if k != "expires_at"}
+                       for key, item in self._scan(lane, table).items()}
+                for role, table in lane.final_tables.items()}
+
     def run_counters(self, lane: Lane) -> dict[str, float]:
         """Requests the lane counted since the baseline, per ``METHOD endpoint status``."""
         now = self._read_prometheus(lane)
@@ -255,15 +263,18 @@ class EmulatorProcess(_Process):
     """The agent emulator in its own process; its call log is read over HTTP."""
 
     def __init__(self, log: Path, fault_timeout_s: float) -> None:
-        super().__init__([sys.executable, "-m", "devstack.agent_emulator", "--port", "0",
-                          "--fault-timeout-s", str(fault_timeout_s)], log)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the agent emulator did not start; see {log}")
-        self.url: str = json.loads(line)["url"]
+        self.port = free_port()
+        super().__init__([sys.executable, "-m", "devstack.agent_emulator", "--port",
+                          str(self.port), "--fault-timeout-s", str(fault_timeout_s)], log)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log_path = log
         self._http = httpx.Client(base_url=self.url, timeout=10)
         self._calls: list[dict[str, Any]] = []
+
+    def wait(self) -> None:
+        assert self.proc.stdout is not None
+        if not self.proc.stdout.readline():  # it prints one JSON line when it listens
+            raise RuntimeError(f"the agent emulator did not start; see {self._log_path}")
 
     def calls(self) -> list[dict[str, Any]]:
         page = self._http.get("/_emulator/calls", params={"since": len(self._calls)}).json()
@@ -283,6 +294,10 @@ class MotoProcess(_Process):
         super().__init__([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1",
                           "-p", str(self.port)], log)
         self.url = f"http://127.0.0.1:{self.port}"
+        self._log_path = log
+
+    def wait(self) -> None:
+        log = self._log_path
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -315,19 +330,19 @@ class LocalLanes(contextlib.AbstractContextManager["LocalLanes"]):
         for name, value in FAKE_CREDENTIALS.items():
             os.environ.setdefault(name, value)
         try:
-            # moto in its own process (not on the harness's GIL); one for all lanes, each lane
-            # on its own tables and CloudWatch namespace (more motos only cost boot time)
-            self.motos = [MotoProcess(self.log_dir / "moto.log")]
-            moto_url = self.motos[0].url
+            # Everything starts at once; servers need neither moto nor the emulators to boot.
+            # moto runs in its own process (not on the harness's GIL), one for all lanes: each
+            # lane has its own tables and CloudWatch namespace.
+            moto = MotoProcess(self.log_dir / "moto.log")
+            self.motos = [moto]
             for name, color in LOCAL_LANES:
                 prefix = name.replace("-", "_")
                 sessions, limits = f"{prefix}_chat_sessions", f"{prefix}_rate_limits"
-                create_tables(moto_url, sessions, limits, streams=True)
                 emulator = EmulatorProcess(self.log_dir / f"{name}-agent.log",
                                            self.fault_timeout_s)
                 self.emulators.append(emulator)
                 env = {**FAKE_CREDENTIALS, **PARITY_ENV,
-                       "DYNAMODB_ENDPOINT_URL": moto_url, "CLOUDWATCH_ENDPOINT_URL": moto_url,
+                       "DYNAMODB_ENDPOINT_URL": moto.url, "CLOUDWATCH_ENDPOINT_URL": moto.url,
                        "BEDROCK_ENDPOINT_URL": emulator.url,
                        "SESSIONS_TABLE": sessions, "RATE_LIMIT_TABLE": limits,
                        "METRICS_NAMESPACE": f"Parity/{name}",
@@ -337,8 +352,14 @@ class LocalLanes(contextlib.AbstractContextManager["LocalLanes"]):
                 self.lanes.append(Lane(
                     name=name, color=color, url=server.url, emulator=emulator,
                     http=httpx.Client(base_url=server.url, timeout=30),
-                    tables={"sessions": sessions, "rate_limits": limits},
-                    namespace=f"Parity/{name}", server=server, aws_url=moto_url))
+                    tables={"sessions": sessions}, final_tables={"rate_limits": limits},
+                    namespace=f"Parity/{name}", server=server, aws_url=moto.url))
+            moto.wait()
+            for lane in self.lanes:
+                create_tables(moto.url, lane.tables["sessions"],
+                              lane.final_tables["rate_limits"], streams=True)
+            for emulator in self.emulators:
+                emulator.wait()
             self.effects = SideEffects(prometheus=self.metrics_per_step)
             for lane in self.lanes:
                 assert lane.server is not None
