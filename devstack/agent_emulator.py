@@ -75,8 +75,9 @@ Call log and control endpoints (JSON)
     "agent_alias_id", "session_id", "input_text", "enable_trace", "fault", "ts"}`` in a deque
     bounded by ``max_calls``.
 
-    ``GET /_emulator/calls[?since=N]`` -> ``{"calls": [...], "total": n}``; ``DELETE /_emulator/calls`` ->
-    ``{"cleared": n}``; ``GET /_emulator/health`` -> ``{"status": "ok"}``;
+    ``GET /_emulator/calls[?since=N]`` -> ``{"calls": [...], "total": n}``;
+    ``DELETE /_emulator/calls`` -> ``{"cleared": n}``;
+    ``GET /_emulator/health`` -> ``{"status": "ok"}``;
     ``GET /_emulator/config`` and ``POST /_emulator/config`` with ``{"latency_ms": int}``
     (optionally ``"fault_timeout_s": number``) -> the config; ``GET /_emulator/stats`` ->
     ``{"in_flight", "requests_total", "calls_logged"}``. Anything else is a 404
