@@ -476,8 +476,12 @@ def test_call_log_records_and_clears(emulator: AgentEmulator, sync_client: Any) 
     assert mine[2]["agent_id"] == "bad-id"
     assert abs(first["ts"] - time.time()) < 60
 
-    over_http = httpx.get(f"{emulator.url}/_emulator/calls").json()["calls"]
+    page = httpx.get(f"{emulator.url}/_emulator/calls").json()
+    over_http = page["calls"]
     assert [c for c in over_http if c["session_id"] == session_id] == mine
+    assert page["total"] == len(over_http)
+    since = httpx.get(f"{emulator.url}/_emulator/calls", params={"since": page["total"] - 1})
+    assert since.json() == {"calls": over_http[-1:], "total": page["total"]}
 
     cleared = httpx.delete(f"{emulator.url}/_emulator/calls").json()["cleared"]
     assert cleared >= 3
@@ -485,7 +489,7 @@ def test_call_log_records_and_clears(emulator: AgentEmulator, sync_client: Any) 
     invoke_sync(sync_client, "after clear", session_id=session_id)
     assert [c["input_text"] for c in emulator.calls()] == ["after clear"]
     assert emulator.clear_calls() == 1
-    assert httpx.get(f"{emulator.url}/_emulator/calls").json() == {"calls": []}
+    assert httpx.get(f"{emulator.url}/_emulator/calls").json() == {"calls": [], "total": 0}
 
 
 def test_call_log_is_bounded() -> None:
