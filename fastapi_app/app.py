@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -20,7 +21,7 @@ from fastapi_app.telemetry import Flusher
 from shared import logs
 from shared import web as w
 from shared.calls import run_async
-from shared.capture import CaptureWriter
+from shared.capture import QueuedCaptureWriter
 from shared.errors import ApiError
 from shared.flows import Context
 from shared.handlers import Inputs, handle
@@ -39,7 +40,7 @@ class Runtime:
     flusher: Flusher
     ctx: Context
     aws: AsyncAws | None = None
-    capture: CaptureWriter | None = None
+    capture: QueuedCaptureWriter | None = None
 
     async def execute(self, call: Any) -> Any:
         if self.aws is None:
@@ -151,7 +152,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     logs.configure(COLOR, settings.log_level)
     runtime = Runtime(settings, Flusher(settings), Context(settings),
-                      capture=CaptureWriter.from_settings(settings, COLOR))
+                      capture=QueuedCaptureWriter.from_settings(settings, COLOR))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -162,6 +163,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 yield
             finally:
                 await runtime.flusher.close()
+                if runtime.capture is not None:  # the last lines, off the event loop
+                    await asyncio.to_thread(runtime.capture.close)
                 runtime.aws = None
 
     app = FastAPI(title="Chatbot API", version=settings.app_version, lifespan=lifespan,

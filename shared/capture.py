@@ -39,12 +39,13 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import threading
 import time
 import weakref
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 from urllib.parse import parse_qsl
 
 from prometheus_client import Counter
@@ -201,7 +202,7 @@ class CaptureWriter:
         self.errors = 0  # lost by this process
 
     @classmethod
-    def from_settings(cls, settings: Settings, color: str) -> CaptureWriter | None:
+    def from_settings(cls, settings: Settings, color: str) -> Self | None:
         """The writer for ``CAPTURE_PATH``, or None when capture is off."""
         if not settings.capture_path:
             return None
@@ -302,3 +303,46 @@ def _reset_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_in_child)
+
+
+_STOP = object()
+
+
+class QueuedCaptureWriter(CaptureWriter):
+    """For an event loop: a request only enqueues its line; one thread does the file writes,
+    so no file I/O ever blocks the loop. :meth:`close` drains the queue (at shutdown)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._thread_pid = -1
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        if self._thread is None or self._thread_pid != os.getpid():
+            self._thread = threading.Thread(target=self._drain, name="capture-writer",
+                                            daemon=True)
+            self._thread_pid = os.getpid()
+            self._thread.start()
+        self._queue.put(record)
+
+    def _drain(self) -> None:
+        while (item := self._queue.get()) is not _STOP:
+            if isinstance(item, threading.Event):
+                item.set()
+            else:
+                super().write(item)  # type: ignore[arg-type]
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Wait until every line enqueued so far is written."""
+        if self._thread is None or self._thread_pid != os.getpid():
+            return True
+        done = threading.Event()
+        self._queue.put(done)
+        return done.wait(timeout_s)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        if self._thread is not None and self._thread_pid == os.getpid():
+            self._queue.put(_STOP)
+            self._thread.join(timeout_s)
+            self._thread = None

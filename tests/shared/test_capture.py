@@ -281,3 +281,20 @@ def test_no_capture_no_file(tmp_path: Path) -> None:
     assert ex.capture is None
     ex.finish(Response(200, b"{}"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_queued_writer_writes_off_the_caller_and_drains_on_close(tmp_path: Path) -> None:
+    from shared.capture import QueuedCaptureWriter
+
+    path = tmp_path / "queued.jsonl"
+    writer = QueuedCaptureWriter(path, color="green")
+    for i in range(100):
+        writer.write({"n": i})
+    assert writer.flush()
+    assert len(path.read_text().splitlines()) == 100
+    for i in range(100, 200):
+        writer.write({"n": i})
+    writer.close()
+    lines = path.read_text().splitlines()
+    assert [json.loads(line)["n"] for line in lines] == list(range(200))
+    assert writer._thread is None
