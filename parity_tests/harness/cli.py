@@ -84,14 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console(stderr=False, highlight=False)
     started = time.perf_counter()
-    noise = load_noise(args.noise)
+    remote = bool(args.blue_url or args.green_url)
+    mode = "remote" if remote else "local"
+    noise = [r for r in load_noise(args.noise) if r.only in (None, mode)]
     known_all = load_known(args.known)
     expired = [f"{k.case} {k.path} (owner {k.owner}, expired {k.expires}): {k.reason}"
                for k in known_all if k.expired(args.today)]
     cases, sources = collect_cases(args)
     total_steps = sum(len(c.steps) for c in cases)
     args.report_dir.mkdir(parents=True, exist_ok=True)
-    remote = bool(args.blue_url or args.green_url)
     if remote and not (args.blue_url and args.green_url):
         console.print("[red]give both --blue-url and --green-url (or BLUE_URL and GREEN_URL)")
         return 2

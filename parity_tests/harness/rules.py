@@ -59,6 +59,7 @@ class NoiseRule:
     route: str | None = None  # only for steps on this route template
     tolerance: float = 0.0
     pattern: str | None = None  # uuid: the shape of the generated value
+    only: str | None = None  # "local" or "remote": the rule holds in that mode only
 
     def applies(self, path: str, route: str | None) -> bool:
         return (self.route is None or self.route == route) and path_matches(self.path, path)
@@ -100,12 +101,14 @@ def load_noise(path: Path) -> list[NoiseRule]:
             raise RuleError(f"{where}: kind must be one of {KINDS}")
         if not str(raw["reason"]).strip():
             raise RuleError(f"{where}: a rule needs a reason")
+        if raw.get("only") not in (None, "local", "remote"):
+            raise RuleError(f"{where}: only must be local or remote")
         if raw["kind"] == "uuid" and not raw.get("pattern"):
             raise RuleError(f"{where}: a uuid rule needs a pattern")
         rules.append(NoiseRule(path=str(raw["path"]), kind=raw["kind"],
                                reason=str(raw["reason"]), route=raw.get("route"),
                                tolerance=float(raw.get("tolerance", 0)),
-                               pattern=raw.get("pattern")))
+                               pattern=raw.get("pattern"), only=raw.get("only")))
     return rules
 
 
