@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(stderr=False, highlight=False)
     started = time.perf_counter()
     remote = bool(args.blue_url or args.green_url)
-    mode = "remote" if remote else "local"
-    noise = [r for r in load_noise(args.noise) if r.only in (None, mode)]
+    mode: Literal["local", "remote"] = "remote" if remote else "local"
+    noise = load_noise(args.noise, mode)
     known_all = load_known(args.known)
     expired = [f"{k.case} {k.path} (owner {k.owner}, expired {k.expires}): {k.reason}"
                for k in known_all if k.expired(args.today)]

@@ -90,7 +90,8 @@ def _load_yaml(path: Path, key: str) -> list[dict[str, Any]]:
     return items
 
 
-def load_noise(path: Path) -> list[NoiseRule]:
+def load_noise(path: Path, mode: Literal["local", "remote"] = "local") -> list[NoiseRule]:
+    """The rules that hold in ``mode`` (a rule with ``only:`` holds in that mode alone)."""
     rules = []
     for i, raw in enumerate(_load_yaml(path, "rules")):
         where = f"{path} rule #{i + 1}"
@@ -109,7 +110,7 @@ def load_noise(path: Path) -> list[NoiseRule]:
                                reason=str(raw["reason"]), route=raw.get("route"),
                                tolerance=float(raw.get("tolerance", 0)),
                                pattern=raw.get("pattern"), only=raw.get("only")))
-    return rules
+    return [r for r in rules if r.only in (None, mode)]
 
 
 def load_known(path: Path) -> list[KnownDifference]:

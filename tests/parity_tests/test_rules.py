@@ -97,3 +97,10 @@ def test_an_expired_entry_fails_the_run(tmp_path: Path) -> None:
     assert code == 1
     summary = (tmp_path / "out" / "summary.json").read_text()
     assert '"expired_known_differences": 1' in summary
+
+
+def test_mode_scoped_rules_hold_in_their_mode_only() -> None:
+    shipped = Path("parity_tests/noise.yaml")
+    local = {(r.path, r.kind) for r in load_noise(shipped)}
+    remote = {(r.path, r.kind) for r in load_noise(shipped, "remote")}
+    assert ("headers.x-ratelimit-remaining", "ignore") in remote - local
