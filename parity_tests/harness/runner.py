@@ -240,9 +240,10 @@ class Runner:
                 result.error = f"{lane.name}: {resp.error}"
             for violation in contract_violations(first.method, first.path, resp):
                 result.violations.append(f"{lane.name}: {violation}")
-            if step.expect_status is not None and resp.status != step.expect_status:
-                result.expectation = (f"expected {step.expect_status}, {lane.name} answered "
-                                      f"{resp.status}")
+        missed = [f"{name} answered {r.status}" for name, r in responses.items()
+                  if step.expect_status is not None and r.status != step.expect_status]
+        if missed:
+            result.expectation = f"expected {step.expect_status}; " + ", ".join(missed)
         return result
 
     def _document(self, lane: Lane, request: Request, resp: LaneResponse,
