@@ -394,16 +394,21 @@ class EmulatorApp:
         ]})
         await send({"type": "http.response.body", "body": body})
 
+    async def _body(self, receive: Receive, send: Send) -> bytes | None:
+        """The request body; None (after answering 400 if it was too large) when there is none
+        to act on."""
+        try:
+            return await _read_body(receive)
+        except _BodyTooLarge:
+            await self._error(send, 400, "ValidationException", "The request body is too large.",
+                              close=True)
+            return None
+
     # ---- InvokeAgent
 
     async def _invoke_agent(self, parts: list[bytes], receive: Receive, send: Send) -> None:
         agent_id, alias_id, session_id = (_segment(parts[i]) for i in (2, 4, 6))
-        try:
-            body = await _read_body(receive)
-        except _BodyTooLarge:
-            await self._error(send, 400, "ValidationException", "The request body is too large.",
-                              close=True)
-            return
+        body = await self._body(receive, send)
         if body is None:  # the client went away
             return
         error = _validate_ids(agent_id, alias_id, session_id)
@@ -534,12 +539,7 @@ class EmulatorApp:
 
     async def _control(self, method: str, raw_path: bytes, receive: Receive, send: Send,
                        query: bytes = b"") -> None:
-        try:
-            body = await _read_body(receive)
-        except _BodyTooLarge:
-            await self._error(send, 400, "ValidationException", "The request body is too large.",
-                              close=True)
-            return
+        body = await self._body(receive, send)
         if body is None:
             return
         route = raw_path[len(b"/_emulator/"):].rstrip(b"/")

@@ -9,7 +9,7 @@ from typing import Any
 import aioboto3
 
 from shared.agent import CompletionAccumulator
-from shared.calls import AgentCall, Call
+from shared.calls import AgentCall, SdkCall
 from shared.clients import client_specs
 from shared.faults import AgentDeadlineExceeded
 from shared.settings import Settings
@@ -30,7 +30,7 @@ class AsyncAws:
         }
         return cls(clients)
 
-    async def execute(self, call: Call) -> Any:
+    async def execute(self, call: SdkCall) -> Any:
         if isinstance(call, AgentCall):
             return await self._invoke_agent(call)
         return await getattr(self._clients[call.service], call.operation)(**call.params)

@@ -10,7 +10,7 @@ from typing import Any
 import boto3
 
 from shared.agent import CompletionAccumulator
-from shared.calls import AgentCall, Call
+from shared.calls import AgentCall, SdkCall
 from shared.clients import client_specs
 from shared.faults import AgentDeadlineExceeded
 from shared.settings import Settings
@@ -41,7 +41,7 @@ class SyncAws:
                     self._pid = os.getpid()
         return self._clients
 
-    def execute(self, call: Call) -> Any:
+    def execute(self, call: SdkCall) -> Any:
         clients = self._ensure()
         if isinstance(call, AgentCall):
             return self._invoke_agent(clients["bedrock"], call)

@@ -8,6 +8,7 @@ every decision; the drivers here only execute calls. Blue passes a boto3 executo
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -38,17 +39,26 @@ class AgentCall:
     deadline_s: float
 
 
-Call = AwsCall | AgentCall
+@dataclass(frozen=True)
+class LocalCall:
+    """Blocking local work (reading every worker's metrics files): the sync driver calls ``fn``,
+    the async driver runs it in a thread, so it never blocks an event loop."""
+
+    fn: Callable[[], Any]
+
+
+SdkCall = AwsCall | AgentCall  # what an app's executor carries out
+Call = SdkCall | LocalCall
 Flow = Generator[Call, Any, T]
 
 
-def run_sync(flow: Flow[T], execute: Callable[[Call], Any]) -> T:
+def run_sync(flow: Flow[T], execute: Callable[[SdkCall], Any]) -> T:
     """Drive ``flow`` to its end with a blocking executor."""
     try:
         call = next(flow)
         while True:
             try:
-                result = execute(call)
+                result = call.fn() if isinstance(call, LocalCall) else execute(call)
             except Exception as exc:  # handed to the flow, which decides what it means
                 call = flow.throw(exc)
             else:
@@ -57,13 +67,16 @@ def run_sync(flow: Flow[T], execute: Callable[[Call], Any]) -> T:
         return stop.value  # type: ignore[no-any-return]
 
 
-async def run_async(flow: Flow[T], execute: Callable[[Call], Awaitable[Any]]) -> T:
+async def run_async(flow: Flow[T], execute: Callable[[SdkCall], Awaitable[Any]]) -> T:
     """Drive ``flow`` to its end with an async executor."""
     try:
         call = next(flow)
         while True:
             try:
-                result = await execute(call)
+                if isinstance(call, LocalCall):
+                    result = await asyncio.to_thread(call.fn)
+                else:
+                    result = await execute(call)
             except Exception as exc:
                 call = flow.throw(exc)
             else:

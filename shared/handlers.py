@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from shared import prom
 from shared import web as w
-from shared.calls import Flow
+from shared.calls import Flow, LocalCall
 from shared.flows import (
     Context,
     chat,
@@ -64,9 +64,9 @@ def handle(name: str, ctx: Context, inputs: Inputs, telemetry: Telemetry | None
     if name == "metrics_performance":
         if telemetry is None:
             raise RuntimeError("metrics_performance needs telemetry")
-        return _json(telemetry.window.snapshot())
+        return _json((yield LocalCall(telemetry.window.snapshot)))
     if name == "metrics":
-        text, content_type = prom.exposition()
+        text, content_type = yield LocalCall(prom.exposition)
         return Response(200, text, content_type=content_type)
     if name == "openapi":
         return Response(200, openapi_bytes(), content_type=JSON)

@@ -300,7 +300,8 @@ def test_gzip_for_large_bodies(client: ColorClient) -> None:
     assert "content-encoding" not in small.headers
     raw = client.get(f"{CHAT}/sessions/{sid}", headers={"Accept-Encoding": "identity"})
     assert "content-encoding" not in raw.headers
-    assert gzip.compress(raw.content)  # sanity: an uncompressed JSON body
+    assert SessionRecord.model_validate_json(raw.content).session_id == sid  # plain JSON bytes
+    assert len(gzip.compress(raw.content)) < len(raw.content)  # the gzipped one was smaller
 
 
 # --- upstream faults ----------------------------------------------------------------------------

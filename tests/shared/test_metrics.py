@@ -107,3 +107,21 @@ def test_perf_window_reads_every_worker(tmp_path: Any) -> None:
     (tmp_path / "perf-99999.ring").write_bytes((tmp_path.glob("perf-*.ring").__next__())
                                                .read_bytes())  # a second worker's ring
     assert a.snapshot(now=101.0).requests == 2
+
+
+def test_local_calls_run_in_a_thread_under_the_async_driver() -> None:
+    import asyncio
+    import threading
+
+    from shared.calls import LocalCall, run_async
+
+    def flow() -> Any:
+        name = yield LocalCall(lambda: threading.current_thread().name)
+        return name
+
+    async def never(call: object) -> Any:
+        raise AssertionError("a LocalCall never reaches the AWS executor")
+
+    loop_thread = asyncio.run(run_async(flow(), never))
+    assert loop_thread != threading.main_thread().name
+    assert run_sync(flow(), lambda call: None) == threading.main_thread().name
