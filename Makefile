@@ -8,12 +8,16 @@ BLUE_PORT ?= 8001
 GREEN_PORT ?= 8002
 export BLUE_PORT GREEN_PORT
 
-.PHONY: help install run test test-fast lint typecheck parity bench soak fuzz lock clean
+.PHONY: help install run test test-fast lint typecheck parity bench soak fuzz audit lock clean
 
 help:
 	@echo "make run      devstack + blue (gunicorn, :$(BLUE_PORT)) + green (uvicorn, :$(GREEN_PORT))"
 	@echo "make test     lint, type-check and every test"
 	@echo "make parity   replay the parity corpus against both colors"
+	@echo "make bench    blue against green under the same load (reports/bench/)"
+	@echo "make soak     a bounded soak of each color (reports/soak/)"
+	@echo "make fuzz     Schemathesis against both colors' /openapi.json"
+	@echo "make audit    known vulnerabilities in the pinned dependencies"
 	@echo "make lock     re-resolve the lock files from pyproject.toml"
 
 $(STAMP): requirements.lock pyproject.toml
@@ -47,8 +51,22 @@ parity: install
 	  $(if $(SEED),--seed $(SEED)) $(if $(BLUE_URL),--blue-url $(BLUE_URL)) \
 	  $(if $(GREEN_URL),--green-url $(GREEN_URL)) $(if $(REPLAY),--replay $(REPLAY))
 
-bench soak fuzz: install
-	@echo "make $@: not built yet." >&2; exit 2
+# make bench [BENCH_ARGS="--levels 10,50,200,500 --duration 20 --agent-latency-ms 200"]
+bench: install
+	$(BIN)/python -m devstack.bench $(BENCH_ARGS)
+
+# make soak [SOAK_ARGS="--duration 300 --users 100"]
+soak: install
+	$(BIN)/python -m devstack.soak $(SOAK_ARGS)
+
+# make fuzz [FUZZ_ARGS="--max-examples 100"]: Schemathesis, every check, against both colors
+fuzz: install
+	$(BIN)/python -m parity_tests.fuzz $(FUZZ_ARGS)
+
+# make audit: known vulnerabilities in the pinned dependencies (needs PyPI)
+audit: install
+	$(BIN)/pip-audit -r requirements.lock --disable-pip --no-deps --progress-spinner off \
+	  $$(sed -n 's/^\([A-Z]*-[0-9A-Za-z-]*\).*/--ignore-vuln \1/p' .audit-ignore 2>/dev/null)
 
 lock:  # dev/test (everything), then the images' subsets pinned to the same versions
 	$(BIN)/uv pip compile pyproject.toml --extra dev -o requirements.lock -q
