@@ -65,7 +65,7 @@ fuzz: install
 
 # make audit: known vulnerabilities in the pinned dependencies (needs PyPI)
 audit: install
-	$(BIN)/pip-audit -r requirements.lock --disable-pip --no-deps --progress-spinner off \
+	$(BIN)/pip-audit -r requirements.lock --disable-pip --no-deps --strict --progress-spinner off \
 	  $$(sed -n 's/^\([A-Z]*-[0-9A-Za-z-]*\).*/--ignore-vuln \1/p' .audit-ignore 2>/dev/null)
 
 lock:  # dev/test (everything), then the images' subsets pinned to the same versions
