@@ -51,8 +51,12 @@ parity: install
 	  $(if $(SEED),--seed $(SEED)) $(if $(BLUE_URL),--blue-url $(BLUE_URL)) \
 	  $(if $(GREEN_URL),--green-url $(GREEN_URL)) $(if $(REPLAY),--replay $(REPLAY))
 
-# make bench [BENCH_ARGS="--levels 10,50,200,500 --duration 20 --agent-latency-ms 200"]
+# make bench [BENCH_ARGS="--levels 10,50,200,500 --duration 15 --agent-latency-ms 200"]
+# installs what is missing: wrk (Debian package) and dynalite (npm ci, devstack/dynalite's lock)
 bench: install
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	@test -f devstack/dynalite/node_modules/dynalite/cli.js || \
+	  npm ci --prefix devstack/dynalite --no-audit --no-fund --loglevel=error
 	$(BIN)/python -m devstack.bench $(BENCH_ARGS)
 
 # make soak [SOAK_ARGS="--duration 300 --users 100"]
