@@ -15,10 +15,14 @@ import tempfile
 from typing import Any
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8001')}"
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
+# the sync worker, plus: on SIGTERM it answers the connections already queued before it exits
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "legacy_flask.worker.DrainingSyncWorker")
 workers = int(os.environ.get("WEB_CONCURRENCY", 2 * multiprocessing.cpu_count() + 1))
 threads = int(os.environ.get("GUNICORN_THREADS", "1"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
+# SIGTERM: requests in flight and queued finish within this (the drain stops 5 s before it so
+# worker_exit can flush metrics); then the master SIGKILLs. Keep it at or below the orchestrator's
+# stop timeout (ECS stopTimeout / Kubernetes terminationGracePeriodSeconds, 30 s by default).
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 keepalive = 5
 # gunicorn's own request-line limit answers with its own HTML 414 before the app runs; raise it to

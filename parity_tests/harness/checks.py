@@ -1,0 +1,478 @@
+"""Run-level parity checks: what a YAML case cannot express, compared between the colors.
+
+- ``rate_limit_burst``: limit+K chats with one API key, all written before any answer is read,
+  against each color with all its shipped workers (blue: gunicorn, 2 x cores + 1 sync workers;
+  green: uvicorn, one worker per core). Exactly ``limit`` are accepted (and their
+  ``X-RateLimit-Remaining`` values are exactly limit-1 .. 0, once each), the K others are 429
+  ``RATE_LIMITED``, and both colors answer the same statuses, headers and 429 envelope.
+- ``graceful_shutdown``: N chats in flight (the agent takes ``latency_ms`` on each), SIGTERM once
+  while they are; every one must be answered 200, and CloudWatch (read from moto after the
+  server exited) must hold one observation per metric for every request the server answered
+  (buffered metrics flushed on the way out; nothing flushes on its own during the check).
+
+Each check boots its own servers (one per color, fresh tables, its own CloudWatch namespace), so
+it sees nothing of the lanes. :class:`CheckRun` boots them when the lanes boot (they sit idle
+during the corpus) and runs the checks after it; the e2e tests call the same functions against a
+:class:`devstack.stack.DevStack`.
+
+Requests are plain HTTP/1.1 over asyncio streams, one connection each: every connection is opened
+and every request written before the first answer is read, so "all at once" holds by
+construction, and the time each answer's first byte arrived shows what was in flight when.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from devstack.run import Server
+from devstack.stack import FAKE_CREDENTIALS, create_tables
+from shared.metrics import outcome_metric
+
+CHECKS = ("rate_limit_burst", "graceful_shutdown")
+COLORS = ("blue", "green")
+WINDOW_S = 3600  # as the lanes: no window edge inside a run (see _avoid_window_edge)
+BURST_KEY = "check-burst-key"
+DRAIN_KEY = "check-drain-key-{}"
+CHAT = "/api/v1/chat"
+# headers compared between the colors on every burst answer (values, or presence for *)
+COMPARED_HEADERS = ("content-type", "x-ratelimit-limit", "x-ratelimit-remaining",
+                    "x-content-type-options", "cache-control", "*retry-after", "*x-request-id")
+
+
+# --- raw HTTP ----------------------------------------------------------------------------------
+
+@dataclass
+class Reply:
+    status: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    error: str | None = None
+    first_byte_at: float | None = None  # time.monotonic()
+
+    @property
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
+
+
+def chat_request(port: int, api_key: str, message: str, user_id: str) -> bytes:
+    body = json.dumps({"message": message, "user_id": user_id}).encode()
+    head = (f"POST {CHAT} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-API-Key: {api_key}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n")
+    return head.encode() + body
+
+
+def _parse(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    if not sep:
+        raise ValueError(f"incomplete answer ({len(raw)} bytes)")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        out, rest = b"", body
+        while True:
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line.split(b";")[0], 16)
+            if size == 0:
+                break
+            out, rest = out + rest[:size], rest[size + 2:]
+        body = out
+    elif "content-length" in headers and len(body) != int(headers["content-length"]):
+        raise ValueError(f"body cut at {len(body)} of {headers['content-length']} bytes")
+    return status, headers, body
+
+
+async def send_all(port: int, requests: list[bytes], timeout_s: float = 60.0
+                   ) -> tuple[list[asyncio.Task[Reply]], float]:
+    """Open one connection per request, write every request, then start reading them all.
+    Returns the reading tasks and the time the last request was written."""
+    conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter] | BaseException] = list(
+        await asyncio.gather(*(asyncio.open_connection("127.0.0.1", port) for _ in requests),
+                             return_exceptions=True))
+    for conn, raw in zip(conns, requests, strict=True):
+        if not isinstance(conn, BaseException):
+            conn[1].write(raw)
+    await asyncio.gather(*(c[1].drain() for c in conns if not isinstance(c, BaseException)),
+                         return_exceptions=True)
+    written = time.monotonic()
+
+    async def read(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | BaseException
+                   ) -> Reply:
+        if isinstance(conn, BaseException):
+            return Reply(error=f"connect: {conn!r}")
+        reader, writer = conn
+        reply = Reply()
+        try:
+            async with asyncio.timeout(timeout_s):
+                first = await reader.read(65536)
+                reply.first_byte_at = time.monotonic()
+                raw = first + await reader.read()
+            reply.status, reply.headers, reply.body = _parse(raw)
+        except (OSError, ValueError, TimeoutError, IndexError) as exc:
+            reply.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            writer.close()
+        return reply
+
+    return [asyncio.create_task(read(c)) for c in conns], written
+
+
+# --- servers -----------------------------------------------------------------------------------
+
+@dataclass
+class CheckServer:
+    """One color booted as shipped (all its workers), on fresh tables and its own namespace,
+    with a ledger of every answer it gave, for the CloudWatch accounting."""
+
+    color: str
+    server: Server
+    namespace: str
+    tables: tuple[str, str]
+    moto_url: str
+    answered: Counter[str] = field(default_factory=Counter)  # "METHOD endpoint status"
+
+    async def wait_healthy(self, timeout_s: float = 90.0) -> None:
+        """Probe /health until it answers; every probe answered is recorded (it is counted
+        in CloudWatch too), a refused connection was never served."""
+        deadline = time.monotonic() + timeout_s
+        raw = (b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        while time.monotonic() < deadline:
+            proc = self.server.proc
+            if proc is None or proc.poll() is not None:
+                raise RuntimeError(f"{self.color} exited; see {self.server.log_path}")
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.server.port)
+            except OSError:
+                await asyncio.sleep(0.1)
+                continue
+            try:
+                writer.write(raw)
+                data = await asyncio.wait_for(reader.read(), 30)
+                status, _, _ = _parse(data)
+            except (OSError, ValueError, IndexError):  # reset while booting: never served
+                await asyncio.sleep(0.1)
+                continue
+            finally:
+                writer.close()
+            self.answered[f"GET /health {status}"] += 1
+            if status == 200:
+                return
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"{self.color} not healthy after {timeout_s}s")
+
+    def record(self, replies: list[Reply]) -> None:
+        for r in replies:
+            if r.status is not None:
+                self.answered[f"POST {CHAT} {r.status}"] += 1
+
+    def expected_cloudwatch(self) -> dict[str, float]:
+        out: Counter[str] = Counter()
+        for series, count in self.answered.items():
+            _, endpoint, status = series.split(" ")
+            for name in ("RequestCount", "RequestLatency", outcome_metric(int(status))):
+                out[f"{name}|{endpoint}"] += count
+        return dict(out)
+
+    def cloudwatch(self) -> dict[str, float]:
+        """SampleCount per ``metric|endpoint`` that reached CloudWatch in this namespace."""
+        cw = boto3.client("cloudwatch", endpoint_url=self.moto_url, region_name="us-east-1")
+        now = dt.datetime.now(dt.UTC)
+        out: dict[str, float] = {}
+        for metric in cw.list_metrics(Namespace=self.namespace)["Metrics"]:
+            stats = cw.get_metric_statistics(
+                Namespace=self.namespace, MetricName=metric["MetricName"],
+                Dimensions=metric["Dimensions"], StartTime=now - dt.timedelta(hours=1),
+                EndTime=now + dt.timedelta(minutes=1), Period=60, Statistics=["SampleCount"])
+            key = f"{metric['MetricName']}|{metric['Dimensions'][0]['Value']}"
+            out[key] = out.get(key, 0.0) + sum(p["SampleCount"] for p in stats["Datapoints"])
+        return out
+
+
+def boot(color: str, moto_url: str, agent_url: str, log_dir: Path, limit: int,
+         workers: int | None = None, tag: str = "") -> CheckServer:
+    """Start one color (not yet healthy: see :meth:`CheckServer.wait_healthy`). Its tables are
+    created by :func:`prepare_tables` once moto is up."""
+    run = tag or uuid.uuid4().hex[:8]
+    prefix = f"check_{run}_{color}"
+    tables = (f"{prefix}_sessions", f"{prefix}_rate_limits")
+    namespace = f"Check/{run}/{color}"
+    keys = [BURST_KEY] + [DRAIN_KEY.format(i) for i in range(8)]
+    env = {**FAKE_CREDENTIALS, "ENVIRONMENT": "test", "API_KEYS": ",".join(keys),
+           "DYNAMODB_ENDPOINT_URL": moto_url, "CLOUDWATCH_ENDPOINT_URL": moto_url,
+           "BEDROCK_ENDPOINT_URL": agent_url,
+           "SESSIONS_TABLE": tables[0], "RATE_LIMIT_TABLE": tables[1],
+           "RATE_LIMIT_REQUESTS": str(limit), "RATE_LIMIT_WINDOW_S": str(WINDOW_S),
+           "METRICS_NAMESPACE": namespace,
+           # nothing flushes on its own: whatever reaches CloudWatch came from the final flush
+           "METRICS_FLUSH_INTERVAL_S": "300",  # the largest allowed
+           "METRICS_DIR": tempfile.mkdtemp(prefix=f"check-{color}-")}
+    log_dir.mkdir(parents=True, exist_ok=True)
+    server = Server(color, _free_port(), env, workers=workers,
+                    log_path=log_dir / f"check-{color}.log").start()
+    return CheckServer(color, server, namespace, tables, moto_url)
+
+
+def prepare_tables(servers: list[CheckServer]) -> None:
+    for s in servers:
+        create_tables(s.moto_url, *s.tables)
+
+
+def _free_port() -> int:
+    from parity_tests.harness.lanes import free_port
+    return free_port()
+
+
+# --- results -----------------------------------------------------------------------------------
+
+@dataclass
+class CheckResult:
+    name: str
+    passed: bool
+    colors: dict[str, dict[str, Any]]
+    failures: list[str]
+    duration_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+async def _avoid_window_edge(now: float | None = None, margin_s: float = 20.0) -> float:
+    """Sleep past the next rate-limit window edge if it is near: a burst split over two fixed
+    windows would be counted in two buckets. Returns the time slept."""
+    now = time.time() if now is None else now
+    left = WINDOW_S - now % WINDOW_S
+    if left >= margin_s:
+        return 0.0
+    await asyncio.sleep(left + 1)
+    return left + 1
+
+
+def burst_verdict(limit: int, extra: int, replies: dict[str, list[Reply]]) -> tuple[
+        dict[str, dict[str, Any]], list[str]]:
+    """Figures and failures of a burst, per color and between colors (pure)."""
+    figures: dict[str, dict[str, Any]] = {}
+    failures: list[str] = []
+    shapes: dict[str, Any] = {}
+    for color, answers in replies.items():
+        statuses = Counter(str(r.status) if r.status is not None else "no answer"
+                           for r in answers)
+        accepted = [r for r in answers if r.status is not None and 200 <= r.status < 300]
+        refused = [r for r in answers if r.status == 429]
+        remaining = sorted(int(r.headers.get("x-ratelimit-remaining", -1)) for r in accepted)
+        figures[color] = {"limit": limit, "sent": len(answers), "accepted": len(accepted),
+                          "refused": len(refused), "statuses": dict(sorted(statuses.items()))}
+        if len(accepted) != limit:
+            failures.append(f"{color}: {len(accepted)} accepted, expected exactly {limit}")
+        if len(refused) != extra:
+            failures.append(f"{color}: {len(refused)} refused with 429, expected {extra}")
+        if remaining != list(range(limit)):
+            failures.append(f"{color}: X-RateLimit-Remaining of the accepted answers is "
+                            f"{remaining}, expected each of 0..{limit - 1} once")
+        for r in refused:
+            body = r.json or {}
+            retry = r.headers.get("retry-after", "")
+            if body.get("error_code") != "RATE_LIMITED":
+                failures.append(f"{color}: a 429 without error_code RATE_LIMITED: {r.body[:200]!r}")
+                break
+            if not retry.isdigit() or not 1 <= int(retry) <= WINDOW_S:
+                failures.append(f"{color}: a 429 with Retry-After {retry!r}")
+                break
+        shapes[color] = {
+            "statuses": figures[color]["statuses"],
+            "headers": sorted({_header_shape(r) for r in answers}),
+            "envelope": sorted({(tuple(sorted((r.json or {}).keys())),
+                                 (r.json or {}).get("error_code"), (r.json or {}).get("error"))
+                                for r in refused}),
+        }
+    colors = list(shapes)
+    for other in colors[1:]:
+        for part in ("statuses", "headers", "envelope"):
+            if shapes[other][part] != shapes[colors[0]][part]:
+                failures.append(f"{colors[0]} and {other} differ in {part}: "
+                                f"{shapes[colors[0]][part]} vs {shapes[other][part]}")
+    return figures, failures
+
+
+def _header_shape(r: Reply) -> tuple[tuple[str, str], ...]:
+    out = []
+    for name in COMPARED_HEADERS:
+        if name.startswith("*"):
+            out.append((name[1:], "present" if name[1:] in r.headers else "absent"))
+        elif name != "x-ratelimit-remaining" or r.status == 429:  # accepted: checked above
+            out.append((name, r.headers.get(name, "absent")))
+    return (("status", str(r.status)), *out)
+
+
+async def rate_limit_burst(servers: list[CheckServer], limit: int, extra: int) -> CheckResult:
+    """Fire limit+extra chats with one API key at each color at once (colors in parallel)."""
+    started = time.perf_counter()
+    await _avoid_window_edge()
+
+    async def one(s: CheckServer) -> list[Reply]:
+        requests = [chat_request(s.server.port, BURST_KEY, f"burst {i}", f"burst-{i}")
+                    for i in range(limit + extra)]
+        tasks, _ = await send_all(s.server.port, requests)
+        replies = list(await asyncio.gather(*tasks))
+        s.record(replies)
+        return replies
+
+    answers = await asyncio.gather(*(one(s) for s in servers))
+    figures, failures = burst_verdict(limit, extra, {s.color: a for s, a in
+                                                     zip(servers, answers, strict=True)})
+    return CheckResult("rate_limit_burst", not failures, figures, failures,
+                       round(time.perf_counter() - started, 2))
+
+
+def datum_accounting(expected: dict[str, float], got: dict[str, float]) -> dict[str, Any]:
+    """Observations per ``metric|endpoint`` that should have reached CloudWatch vs did (pure)."""
+    lost = {k: v - got.get(k, 0.0) for k, v in expected.items() if v > got.get(k, 0.0)}
+    extra = {k: v - expected.get(k, 0.0) for k, v in got.items() if v > expected.get(k, 0.0)}
+    return {"datums_expected": sum(expected.values()), "datums_received": sum(got.values()),
+            "datums_lost": sum(lost.values()), "datums_extra": sum(extra.values()),
+            "lost_by_metric": lost, "extra_by_metric": extra}
+
+
+async def _drain_one(s: CheckServer, in_flight: int, latency_ms: int, limit: int,
+                     signal_after_s: float) -> dict[str, Any]:
+    port = s.server.port
+    message = f"drain [[latency:{latency_ms}]]"
+    requests = [chat_request(port, DRAIN_KEY.format(i // limit), message, f"drain-{i}")
+                for i in range(in_flight)]
+    tasks, written = await send_all(port, requests, timeout_s=120)
+    await asyncio.sleep(max(0.0, written + signal_after_s - time.monotonic()))
+    proc = s.server.proc
+    assert proc is not None
+    signalled = time.monotonic()
+    s.server.terminate()  # SIGTERM, once
+    replies = list(await asyncio.gather(*tasks))
+    code = await asyncio.to_thread(proc.wait, 120)
+    exit_s = time.monotonic() - signalled
+    s.server.stop()  # already exited: closes the log
+    s.record(replies)
+    pending = sum(1 for r in replies if r.first_byte_at is None or r.first_byte_at > signalled)
+    lost = [r for r in replies if r.status != 200]
+    got = await asyncio.to_thread(s.cloudwatch)
+    accounting = datum_accounting(s.expected_cloudwatch(), got)
+    return {"sent": in_flight, "in_flight_at_sigterm": pending,
+            "answered_200": in_flight - len(lost), "lost_responses": len(lost),
+            "lost_examples": [r.error or f"{r.status} {r.body[:120]!r}" for r in lost[:5]],
+            "exit_code": code, "exit_s": round(exit_s, 2),
+            "statuses": dict(Counter(str(r.status) for r in replies)), **accounting}
+
+
+async def graceful_shutdown(servers: list[CheckServer], in_flight: int = 30,
+                            latency_ms: int = 1500, limit: int = 20,
+                            signal_after_s: float = 0.5) -> CheckResult:
+    """SIGTERM each color (in parallel) while ``in_flight`` chats are waiting on the agent."""
+    started = time.perf_counter()
+    results = await asyncio.gather(*(_drain_one(s, in_flight, latency_ms, limit, signal_after_s)
+                                     for s in servers))
+    figures = {s.color: r for s, r in zip(servers, results, strict=True)}
+    failures: list[str] = []
+    for color, r in figures.items():
+        if r["in_flight_at_sigterm"] != in_flight:
+            failures.append(f"{color}: only {r['in_flight_at_sigterm']} of {in_flight} requests "
+                            "were still unanswered at SIGTERM (the check proved less)")
+        if r["lost_responses"]:
+            failures.append(f"{color}: {r['lost_responses']} responses lost "
+                            f"(e.g. {r['lost_examples'][0]})")
+        if r["datums_lost"] or r["datums_extra"]:
+            failures.append(f"{color}: {r['datums_lost']:g} metric observations lost, "
+                            f"{r['datums_extra']:g} extra ({r['lost_by_metric']})")
+        if r["exit_code"] != 0:
+            failures.append(f"{color}: exited with {r['exit_code']}")
+    colors = list(figures)
+    for other in colors[1:]:
+        for key in ("statuses", "lost_responses", "datums_lost"):
+            if figures[other][key] != figures[colors[0]][key]:
+                failures.append(f"{colors[0]} and {other} differ in {key}: "
+                                f"{figures[colors[0]][key]} vs {figures[other][key]}")
+    return CheckResult("graceful_shutdown", not failures, figures, failures,
+                       round(time.perf_counter() - started, 2))
+
+
+async def run_checks(servers: list[CheckServer], names: list[str], limit: int = 20,
+                     extra: int = 15, in_flight: int = 30, latency_ms: int = 1500
+                     ) -> list[CheckResult]:
+    """Wait for the servers, then the burst (if named), then the shutdown (which stops them)."""
+    await asyncio.gather(*(s.wait_healthy() for s in servers))
+    out = []
+    if "rate_limit_burst" in names:
+        out.append(await rate_limit_burst(servers, limit, extra))
+    if "graceful_shutdown" in names:
+        out.append(await graceful_shutdown(servers, in_flight, latency_ms, limit))
+    return out
+
+
+class CheckRun:
+    """The checks inside ``make parity``: :meth:`start` boots moto, an agent emulator and one
+    server per color (in parallel with the lanes), :meth:`run` runs the checks afterwards."""
+
+    def __init__(self, names: list[str], log_dir: Path, limit: int = 20) -> None:
+        self.names = names
+        self.log_dir = log_dir
+        self.limit = limit
+        self.servers: list[CheckServer] = []
+        self._helpers: list[Any] = []
+
+    def start(self) -> CheckRun:
+        from parity_tests.harness.lanes import EmulatorProcess, MotoProcess
+        for name, value in FAKE_CREDENTIALS.items():
+            os.environ.setdefault(name, value)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        moto = MotoProcess(self.log_dir / "check-moto.log")
+        emulator = EmulatorProcess(self.log_dir / "check-agent.log", 3.0)
+        self._helpers = [emulator, moto]
+        self.moto, self.emulator = moto, emulator
+        self.servers = [boot(color, moto.url, emulator.url, self.log_dir, self.limit)
+                        for color in COLORS]
+        return self
+
+    def run(self) -> list[CheckResult]:
+        started = time.perf_counter()
+        try:
+            self.moto.wait()
+            self.emulator.wait()
+            prepare_tables(self.servers)
+            results = asyncio.run(run_checks(self.servers, self.names, self.limit))
+        except Exception as exc:  # a check that cannot run fails, it does not vanish
+            results = [CheckResult(n, False, {}, [f"could not run: {exc!r}"],
+                                   round(time.perf_counter() - started, 2)) for n in self.names]
+        finally:
+            self.close()
+        return results
+
+    def close(self) -> None:
+        for s in self.servers:
+            s.server.stop()
+        for helper in self._helpers:
+            helper.stop()
+        self._helpers = []
+
+
+def selected(filter_text: str | None, enabled: bool = True) -> list[str]:
+    """Checks to run: all of them, none with ``--no-checks``; with ``-k`` only those named."""
+    if not enabled:
+        return []
+    if filter_text:
+        return [n for n in CHECKS if filter_text in f"checks/{n}"]
+    return list(CHECKS)
