@@ -18,17 +18,20 @@ MESSAGE_MAX_CHARS = 4000
 
 
 
-def _has_alnum(value: str) -> str:
-    # ".", ".." and the like are dot-segments that URL clients rewrite: never a usable id
-    if not any(c.isalnum() for c in value):
-        raise ValueError("session_id must contain a letter or a digit")
-    return value
+def _has_alnum(name: str) -> AfterValidator:
+    # ".", ".." and the like are dot-segments that URL clients rewrite (GET /users/../sessions
+    # is sent as GET /sessions): an id in a path must hold a letter or a digit to be reachable
+    def check(value: str) -> str:
+        if not any(c.isalnum() for c in value):
+            raise ValueError(f"{name} must contain a letter or a digit")
+        return value
+    return AfterValidator(check)
 
 
 SessionId = Annotated[
-    str, StringConstraints(pattern=SESSION_ID_PATTERN), AfterValidator(_has_alnum)
+    str, StringConstraints(pattern=SESSION_ID_PATTERN), _has_alnum("session_id")
 ]
-UserId = Annotated[str, StringConstraints(pattern=USER_ID_PATTERN)]
+UserId = Annotated[str, StringConstraints(pattern=USER_ID_PATTERN), _has_alnum("user_id")]
 
 
 def _not_blank(value: str) -> str:

@@ -20,6 +20,30 @@ from shared.routes import ROUTES, Route
 from shared.web import ListQuery
 
 REF = "#/components/schemas/{model}"
+API_KEY_SCHEME = {
+    "type": "apiKey", "in": "header", "name": "X-API-Key",
+    "description": "Required on /api routes wherever the server sets API_KEYS (every deployed "
+                   "environment): missing or wrong is 401 UNAUTHORIZED. A server without "
+                   "API_KEYS (local development) ignores it.",
+}
+# OpenAPI links: which answer feeds which request. They document how the operations chain and
+# let a stateful client (Schemathesis) reach stored sessions instead of guessing ids.
+_SESSION_FROM_BODY = {"session_id": "$response.body#/session_id"}
+LINKS: dict[tuple[str, int], dict[str, dict[str, Any]]] = {
+    ("chat", 200): {
+        "GetSession": {"operationId": "get_session", "parameters": _SESSION_FROM_BODY},
+        "DeleteSession": {"operationId": "delete_session", "parameters": _SESSION_FROM_BODY},
+    },
+    ("get_session", 200): {
+        "DeleteSession": {"operationId": "delete_session", "parameters": _SESSION_FROM_BODY},
+    },
+    ("list_user_sessions", 200): {
+        "NextPage": {"operationId": "list_user_sessions", "parameters": {
+            "user_id": "$request.path.user_id", "cursor": "$response.body#/next_cursor"}},
+        "FirstSession": {"operationId": "get_session", "parameters": {
+            "session_id": "$response.body#/sessions/0/session_id"}},
+    },
+}
 
 
 def _param_schema(name: str) -> dict[str, Any]:
@@ -59,7 +83,7 @@ def _operation(route: Route, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]:
         op["requestBody"] = {"required": True, "content": {
             "application/json": {"schema": refs[(route.body, "validation")]}}}
     if route.auth:
-        op["security"] = [{"ApiKeyAuth": []}, {}]
+        op["security"] = [{"ApiKeyAuth": []}]
     for status in route.statuses:
         model = route.model_for(status)
         if status == route.ok and model is None:
@@ -72,6 +96,8 @@ def _operation(route: Route, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]:
             content = {"application/json": {"schema": refs[(model, "serialization")]}}
             description = "OK" if model is not ErrorResponse else _status_text(status)
         op["responses"][str(status)] = {"description": description, "content": content}
+        if (route.name, status) in LINKS:
+            op["responses"][str(status)]["links"] = LINKS[(route.name, status)]
     return op
 
 
@@ -100,8 +126,7 @@ def openapi_document() -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": defs.get("$defs", {}),
-            "securitySchemes": {
-                "ApiKeyAuth": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
+            "securitySchemes": {"ApiKeyAuth": API_KEY_SCHEME},
         },
     }
 

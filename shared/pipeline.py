@@ -92,7 +92,7 @@ class Exchange:
         ``/api`` request must pass :meth:`rate_limit_flow` (run by the adapter's driver).
         """
         h = self.headers
-        if len(self.path) > w.MAX_PATH_CHARS:
+        if w.uri_too_long(self.path, self.query_string):
             raise ApiError(ErrorCode.URI_TOO_LONG)
         self.cors = w.cors(self.settings, self.method, h.get("Origin"),
                            h.get("Access-Control-Request-Method"),

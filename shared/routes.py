@@ -60,6 +60,9 @@ class Route:
 COMMON_ERRORS = (500,)
 API_ERRORS = (401, 429, 500, 503)  # auth, rate limit, store down (rate-limit counter)
 BODY_ERRORS = (400, 413, 415, 422)
+# A route with a path parameter: a value holding "/" (or empty) matches no route (404), one
+# that makes the path longer than 2048 characters is 414, any other bad value 422.
+PATH_ERRORS = (404, 414, 422)
 
 ROUTES: tuple[Route, ...] = (
     Route("health", "GET", "/health", "Liveness: no dependency is called.", "health",
@@ -73,13 +76,13 @@ ROUTES: tuple[Route, ...] = (
           errors=tuple(sorted({*API_ERRORS, *BODY_ERRORS, 409, 502, 504}))),
     Route("get_session", "GET", "/api/v1/chat/sessions/{session_id}", "A stored session.",
           "sessions", ok_model=SessionRecord, auth=True,
-          errors=tuple(sorted({*API_ERRORS, 404, 422}))),
+          errors=tuple(sorted({*API_ERRORS, *PATH_ERRORS}))),
     Route("delete_session", "DELETE", "/api/v1/chat/sessions/{session_id}",
           "Delete a session.", "sessions", ok_model=SessionDeleted, auth=True,
-          errors=tuple(sorted({*API_ERRORS, 404, 422}))),
+          errors=tuple(sorted({*API_ERRORS, *PATH_ERRORS}))),
     Route("list_user_sessions", "GET", "/api/v1/users/{user_id}/sessions",
           "A user's sessions, newest first, paginated.", "sessions", ok_model=SessionList,
-          auth=True, query=("limit", "cursor"), errors=tuple(sorted({*API_ERRORS, 422}))),
+          auth=True, query=("limit", "cursor"), errors=tuple(sorted({*API_ERRORS, *PATH_ERRORS}))),
     Route("metrics_performance", "GET", "/metrics/performance",
           "Request statistics of the whole instance over the last 60 s.", "metrics",
           ok_model=PerformanceSnapshot, errors=COMMON_ERRORS),

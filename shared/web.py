@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
@@ -26,6 +27,11 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 MAX_JSON_DEPTH = 32
 MAX_PATH_CHARS = 2048
+# The request target as sent (percent-encoded path, "?", query). gunicorn refuses request lines
+# over 8190 bytes with its own HTML 414 before blue's app runs, while green's server passes them
+# on: the shared rule answers 414 URI_TOO_LONG first, in both colors, below that limit.
+MAX_TARGET_BYTES = 8000
+_PATH_SAFE = "/!$&'()*+,;=:@-._~"
 
 SECURITY_HEADERS: dict[str, str] = {
     "X-Content-Type-Options": "nosniff",
@@ -48,6 +54,17 @@ def request_id(incoming: str | None) -> str:
     if incoming and _REQUEST_ID_RE.match(incoming):
         return incoming
     return uuid.uuid4().hex
+
+
+def target_bytes(path: str, query_string: bytes) -> int:
+    """Bytes of the request target a client sends for this decoded path and raw query."""
+    encoded = quote(path, safe=_PATH_SAFE)
+    return len(encoded) + (1 + len(query_string) if query_string else 0)
+
+
+def uri_too_long(path: str, query_string: bytes) -> bool:
+    return (len(path) > MAX_PATH_CHARS
+            or target_bytes(path, query_string) > MAX_TARGET_BYTES)
 
 
 # --- bodies -------------------------------------------------------------------------------------

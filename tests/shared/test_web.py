@@ -109,6 +109,33 @@ def test_path_params() -> None:
         assert err.value.details[0].loc[:2] == ["path", "session_id"]
 
 
+@pytest.mark.parametrize("dots", [".", "..", "...", ":", "@", "-_"])
+def test_user_ids_need_a_letter_or_digit(dots: str) -> None:
+    # fuzz finding: user_id "." or ".." matched the pattern, but URL clients rewrite
+    # /users/../sessions to /sessions, so the id was valid yet unreachable (404)
+    with pytest.raises(ApiError) as err:
+        w.user_id_param(dots)
+    assert err.value.details is not None
+    assert err.value.details[0].loc[:2] == ["path", "user_id"]
+    assert err.value.details[0].msg.endswith("user_id must contain a letter or a digit")
+    assert w.user_id_param(f"{dots}a") == f"{dots}a"
+    with pytest.raises(ApiError):
+        w.parse_chat_request(JSON, json.dumps({"message": "hi", "user_id": dots}).encode())
+
+
+def test_request_target_limit() -> None:
+    # fuzz finding: gunicorn refused request lines over 8190 bytes with its own HTML 414 while
+    # green answered them; the shared rule now answers 414 first, in both colors
+    assert not w.uri_too_long("/api/v1/users/u/sessions", b"cursor=" + b"a" * 7900)
+    assert w.uri_too_long("/api/v1/users/u/sessions", b"cursor=" + b"a" * 8000)
+    assert w.uri_too_long("/" + "a" * 2048, b"")
+    assert not w.uri_too_long("/" + "a" * 2047, b"")
+    # the target counts as sent: a non-ASCII path is percent-encoded (3 bytes per UTF-8 byte)
+    assert w.target_bytes("/\u00e9", b"") == len("/%C3%A9")
+    assert w.target_bytes("/a", b"x=1") == len("/a?x=1")
+    assert w.uri_too_long("/" + "\U0001f600" * 700, b"")  # 700 chars, 8400 bytes sent
+
+
 def test_api_key_check() -> None:
     open_settings = Settings()
     assert w.check_api_key(open_settings, None) is None
@@ -118,6 +145,29 @@ def test_api_key_check() -> None:
         with pytest.raises(ApiError) as err:
             w.check_api_key(locked, bad)
         assert err.value.status == 401
+
+
+@pytest.mark.parametrize("provided", ["k1", "k2", "k3", "wrong", "", None])
+def test_api_key_check_compares_every_key_without_early_exit(
+        monkeypatch: pytest.MonkeyPatch, provided: str | None) -> None:
+    calls: list[tuple[bytes, bytes]] = []
+    real = w.hmac.compare_digest
+
+    def counting(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(w.hmac, "compare_digest", counting)
+    locked = Settings(api_keys="k1,k2,k3")
+    if provided in ("k1", "k2", "k3"):
+        assert w.check_api_key(locked, provided) == provided
+    else:
+        with pytest.raises(ApiError) as err:
+            w.check_api_key(locked, provided)
+        assert err.value.code is ErrorCode.UNAUTHORIZED
+    # every configured key is compared, whichever matched (or none): no early exit, no ==
+    assert sorted(b for _, b in calls) == [b"k1", b"k2", b"k3"]
+    assert all(a == (provided or "").encode() for a, _ in calls)
 
 
 def test_cors_rules() -> None:
