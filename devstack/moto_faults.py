@@ -339,13 +339,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m devstack.moto_faults",
         description="Serve moto (DynamoDB, CloudWatch, ...) behind the fault injector.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("MOTO_PORT", 5000)))
+    parser.add_argument("-H", "--host", default="127.0.0.1")
+    parser.add_argument("-p", "--port", type=int, default=int(os.environ.get("MOTO_PORT", 5000)))
     parser.add_argument("--fault-timeout-s", type=float, default=30.0,
                         help="how long a 'timeout' fault stays silent before dropping")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+    try:  # atomic DynamoDB writes, as devstack's in-process moto has them
+        from devstack.moto_atomic import install
+    except ImportError:
+        pass
+    else:
+        install()
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())

@@ -13,9 +13,9 @@ from typing import Any, Literal
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from parity_tests.harness import report
+from parity_tests.harness import checks, report
 from parity_tests.harness.compare import diff, flatten
-from parity_tests.harness.lanes import Lane, LocalLanes, remote_lanes
+from parity_tests.harness.lanes import Lane, LocalLanes, cloudwatch_lost, fault_note, remote_lanes
 from parity_tests.harness.model import Case, load_corpus
 from parity_tests.harness.rules import load_known, load_noise
 from parity_tests.harness.runner import CaseResult, Runner
@@ -40,6 +40,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--metrics-per-step", action="store_true",
                    help="compare request counters after every step (slower) instead of once "
                    "over the run")
+    p.add_argument("--no-checks", action="store_true",
+                   help="skip the run-level checks (rate-limit burst, graceful shutdown); "
+                   "with -k they run only when the filter names them (-k checks/)")
     p.add_argument("--noise", type=Path, default=HERE / "noise.yaml")
     p.add_argument("--known", type=Path, default=HERE / "known_differences.yaml")
     p.add_argument("--today", type=dt.date.fromisoformat, default=dt.date.today(),
@@ -63,6 +66,9 @@ def collect_cases(args: argparse.Namespace) -> tuple[list[Case], dict[str, int]]
             sources["generated"] = len(generated)
     if args.filter:
         cases = [c for c in cases if args.filter in c.id]
+    if args.blue_url or args.green_url:  # fault switches exist in the local stack only
+        sources["skipped_controlled"] = sum(c.controlled for c in cases)
+        cases = [c for c in cases if not c.controlled]
     return cases, sources
 
 
@@ -131,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         info.update(mode="remote", lanes=[lane.name for lane in lanes])
         urls = {lane.name: lane.url for lane in lanes}
     else:
+        # the checks' servers boot with the lanes and wait; the checks run after the corpus
+        names = checks.selected(args.filter, not args.no_checks)
+        check_run = checks.CheckRun(names, args.report_dir / "logs").start() if names else None
         with console.status("booting devstack, blue (gunicorn), blue-aa and green (uvicorn)"):
             stack = LocalLanes(args.report_dir / "logs",
                                metrics_per_step=args.metrics_per_step).__enter__()
@@ -143,13 +152,21 @@ def main(argv: list[str] | None = None) -> int:
             counters = {lane.name: stack.effects.run_counters(lane) for lane in stack.lanes}
             tables = {lane.name: stack.effects.final_state(lane) for lane in stack.lanes}
             stack.stop_servers()  # SIGTERM: each server flushes its CloudWatch buffer
+            totals = stack.cloudwatch_totals()
             info["cloudwatch"] = (cloudwatch_deltas(counters, "prometheus")
                                   + cloudwatch_deltas(tables, "dynamodb")
-                                  + cloudwatch_deltas(stack.cloudwatch_totals()))
+                                  + cloudwatch_deltas(totals)
+                                  + cloudwatch_lost(counters, totals))
+            notes.append(fault_note(stack.lanes))
             info.update(mode="local", lanes=[lane.name for lane in stack.lanes],
                         boot_s=stack.boot_s)
+            if check_run is not None:
+                with console.status("checks: " + ", ".join(names)):
+                    info["checks"] = [r.to_dict() for r in check_run.run()]
         finally:
             stack.__exit__(None, None, None)
+            if check_run is not None:
+                check_run.close()
     info["notes"] = notes
     info["duration_s"] = time.perf_counter() - started
     summary = report.summarize(results, info)

@@ -37,6 +37,12 @@ PARITY_ENV = {
     "CORS_ORIGINS": CORS_ORIGIN,
     "RATE_LIMIT_WINDOW_S": "3600",  # a window edge between lanes would split their counters
     "AGENT_READ_TIMEOUT_S": "1",  # fault cases (timeout, stall) answer in about a second
+    # store fault cases (parity_tests/cases/store_faults.yaml) answer in about a second: a
+    # persistent fault still meets one retry, and a silent DynamoDB times out in 1.5 s
+    "DYNAMODB_MAX_ATTEMPTS": "2",
+    "DYNAMODB_READ_TIMEOUT_S": "1.5",
+    # a CloudWatch outage case sees a flush fail in every lane within about a second
+    "METRICS_FLUSH_INTERVAL_S": "1",
     "ENVIRONMENT": "test",
 }
 
@@ -104,6 +110,23 @@ def as_cloudwatch(prom: dict[str, float]) -> dict[str, float]:
         for name in ("RequestCount", "RequestLatency", outcome_metric(int(status))):
             key = f"{name}|{endpoint}"
             out[key] = out.get(key, 0.0) + count
+    return out
+
+
+def cloudwatch_lost(served: dict[str, dict[str, float]],
+                    totals: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+    """Per lane, every ``metric|endpoint`` whose CloudWatch total is not what the lane served
+    (its Prometheus counters): an observation lost, or counted twice, on the way (a CloudWatch
+    outage must end in delivery). ``/metrics`` is left out: the harness reads it."""
+    out: list[dict[str, Any]] = []
+    for lane, counters in served.items():
+        want = {k: v for k, v in as_cloudwatch(counters).items() if not k.endswith("|/metrics")}
+        got = {k: v for k, v in totals.get(lane, {}).items() if not k.endswith("|/metrics")}
+        for key in sorted(set(want) | set(got)):
+            if want.get(key, 0.0) != got.get(key, 0.0):
+                out.append({"path": f"cloudwatch.{key}", "kind": "served-vs-cloudwatch",
+                            "blue": want.get(key, 0.0), "other": got.get(key, 0.0),
+                            "lane": lane})
     return out
 
 
@@ -291,10 +314,11 @@ class EmulatorProcess(_Process):
 class MotoProcess(_Process):
     """moto in server mode in its own process (its own core, not the harness's GIL)."""
 
-    def __init__(self, log: Path) -> None:
+    def __init__(self, log: Path, fault_timeout_s: float = 3.0) -> None:
         self.port = free_port()
-        super().__init__([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1",
-                          "-p", str(self.port)], log)
+        # moto behind the fault injector (devstack.moto_faults), with atomic DynamoDB writes
+        super().__init__([sys.executable, "-m", "devstack.moto_faults", "-H", "127.0.0.1",
+                          "-p", str(self.port), "--fault-timeout-s", str(fault_timeout_s)], log)
         self.url = f"http://127.0.0.1:{self.port}"
         self._log_path = log
 
@@ -335,7 +359,7 @@ class LocalLanes(contextlib.AbstractContextManager["LocalLanes"]):
             # Everything starts at once; servers need neither moto nor the emulators to boot.
             # moto runs in its own process (not on the harness's GIL), one for all lanes: each
             # lane has its own tables and CloudWatch namespace.
-            moto = MotoProcess(self.log_dir / "moto.log")
+            moto = MotoProcess(self.log_dir / "moto.log", self.fault_timeout_s)
             self.motos = [moto]
             for name, color in LOCAL_LANES:
                 prefix = name.replace("-", "_")
@@ -417,6 +441,20 @@ def cloudwatch_totals(lanes: list[Lane]) -> dict[str, dict[str, float]]:
             out[name] = out.get(name, 0.0) - count
         totals[lane.name] = {k: v for k, v in out.items() if v}
     return totals
+
+
+def fault_note(lanes: list[Lane]) -> str:
+    """How many faults the devstack injector answered over the run (DynamoDB, CloudWatch)."""
+    counts = {"dynamodb": 0, "cloudwatch": 0}
+    for url in sorted({lane.aws_url for lane in lanes if lane.aws_url}):
+        try:
+            injected = httpx.get(url + "/_faults/config", timeout=10).json()["injected"]
+        except (httpx.HTTPError, ValueError, KeyError):
+            return "fault injector: unreadable"
+        for service in counts:
+            counts[service] += sum(injected.get(service, {}).values())
+    return (f"fault injector: {counts['dynamodb']} DynamoDB and {counts['cloudwatch']} "
+            "CloudWatch faults answered (retries included)")
 
 
 def remote_lanes(blue_url: str, green_url: str) -> list[Lane]:

@@ -20,6 +20,18 @@ A case file (YAML or JSON, under ``parity_tests/cases/``) holds ``cases:``, a li
           expect_status: 200                # optional; checked on every color
         - request: {method: GET, path: "/api/v1/chat/sessions/{{sid}}"}
 
+- or, among a scenario's steps, a *control* step, which sends no request to the colors but sets
+  the devstack fault injector (:mod:`devstack.moto_faults`) for every lane at once, for faults
+  no request can carry a marker for (the rate limiter's write, the readiness check, CloudWatch)::
+
+        - name: dynamodb-throttles-the-rate-limiter
+          control: {dynamodb: {UpdateItem: throttle}}   # {dynamodb: {}}: healthy again
+        - control: {cloudwatch: down}                  # up
+        - control: {await: cloudwatch}   # until a flush has failed in every lane (<= 20 s)
+
+  The runner puts every switch back to healthy when the case ends, however it ends. Cases with
+  control steps run against the local stack only.
+
 ``{{name}}`` is replaced in paths, query values, header values, JSON strings and raw bodies.
 ``{{case}}`` is a slug unique to the case (the same for both colors), so cases that share a
 table never see each other's users. Requests carry the API key unless ``auth: false``; a case
@@ -94,6 +106,11 @@ class Step:
     request: Request
     capture: dict[str, str] = field(default_factory=dict)
     expect_status: int | None = None  # checked on every color; a miss fails the run
+    control: dict[str, Any] | None = None  # a control step: fault switches, no request
+
+    @property
+    def is_control(self) -> bool:
+        return self.control is not None
 
 
 @dataclass(frozen=True)
@@ -106,6 +123,11 @@ class Case:
     variables: dict[str, str] = field(default_factory=dict)
     # body paths whose arrays compare as multisets (order does not matter)
     unordered: tuple[str, ...] = ()
+
+    @property
+    def controlled(self) -> bool:
+        """Whether a step switches the fault injector (the case needs the local stack)."""
+        return any(s.is_control for s in self.steps)
 
     @property
     def slug(self) -> str:
@@ -180,6 +202,9 @@ def case_from_dict(raw: Any, source: str, index: int) -> Case:
         else raw["steps"]
     steps = []
     for i, step in enumerate(raw_steps):
+        if isinstance(step, dict) and "control" in step and "request" not in step:
+            steps.append(_control_step(step, f"{where} step {i + 1}", i))
+            continue
         if not isinstance(step, dict) or "request" not in step:
             raise CaseError(f"{where} step {i + 1}: a step needs a request")
         steps.append(Step(name=str(step.get("name") or f"step-{i + 1}"),
@@ -193,6 +218,31 @@ def case_from_dict(raw: Any, source: str, index: int) -> Case:
                 "")), source=source, tags=tuple(raw.get("tags", ())),
                 variables={str(k): str(v) for k, v in (raw.get("vars") or {}).items()},
                 unordered=tuple(raw.get("unordered", ())))
+
+
+CONTROL_REQUEST = Request(method="CONTROL", path="/_faults/config")  # never sent to a color
+AWAITABLE = ("cloudwatch",)
+
+
+def _control_step(raw: dict[str, Any], where: str, index: int) -> Step:
+    from devstack.moto_faults import Switches
+
+    unknown = set(raw) - {"name", "control"}
+    if unknown:
+        raise CaseError(f"{where}: a control step takes only name and control, not "
+                        f"{sorted(unknown)}")
+    control = raw["control"]
+    if not isinstance(control, dict) or not control:
+        raise CaseError(f"{where}: control is a mapping (dynamodb, cloudwatch, await)")
+    wait = control.get("await")
+    if wait is not None and wait not in AWAITABLE:
+        raise CaseError(f"{where}: await one of {list(AWAITABLE)}, not {wait!r}")
+    try:
+        Switches().update({k: v for k, v in control.items() if k != "await"})
+    except ValueError as exc:
+        raise CaseError(f"{where}: {exc}") from None
+    return Step(name=str(raw.get("name") or f"step-{index + 1}"), request=CONTROL_REQUEST,
+                control=dict(control))
 
 
 def load_file(path: Path) -> list[Case]:

@@ -88,6 +88,8 @@ class CaseResult:
         return bool(self.error) or any(s.failed for s in self.steps)
 
 
+AWAIT_S = 20.0  # a control step's await: how long a flush may take to meet the outage
+
 # answered before a route's handler runs, on any route: preflight, CORS refusal, wrong method,
 # over-long path
 BEFORE_ROUTING = (204, 403, 405, 414)
@@ -154,25 +156,75 @@ class Runner:
         # ids never cross cases (each case has its own users and sessions): a divergence in one
         # case must not shift the numbering of the next
         self.aliases = {lane.name: Aliases() for lane in self.lanes}
-        for index, step in enumerate(case.steps):
-            try:
-                rendered = {lane.name: step.request.render(variables[lane.name])
-                            for lane in self.lanes}
-            except KeyError as exc:
-                result.error = f"step {step.name}: {exc.args[0]}"
-                break
-            outcome = self.run_step(case, step, index, rendered)
-            result.steps.append(outcome)
-            for name, path in step.capture.items():
-                for lane in self.lanes:
-                    try:
-                        value = get_path(outcome.responses[lane.name].json, path)
-                    except (KeyError, IndexError, TypeError):
-                        outcome.error = (f"capture {name} from {path}: absent in "
-                                         f"{lane.name}'s answer")
-                        return result
-                    variables[lane.name][name] = str(value)
+        injected = self._injected() if case.controlled else {}
+        try:
+            for index, step in enumerate(case.steps):
+                if step.control is not None:
+                    problem = self.control(step.control, injected)
+                    if problem:
+                        result.error = f"step {step.name}: {problem}"
+                        break
+                    continue
+                try:
+                    rendered = {lane.name: step.request.render(variables[lane.name])
+                                for lane in self.lanes}
+                except KeyError as exc:
+                    result.error = f"step {step.name}: {exc.args[0]}"
+                    break
+                outcome = self.run_step(case, step, index, rendered)
+                result.steps.append(outcome)
+                for name, path in step.capture.items():
+                    for lane in self.lanes:
+                        try:
+                            value = get_path(outcome.responses[lane.name].json, path)
+                        except (KeyError, IndexError, TypeError):
+                            outcome.error = (f"capture {name} from {path}: absent in "
+                                             f"{lane.name}'s answer")
+                            return result
+                        variables[lane.name][name] = str(value)
+        finally:
+            if case.controlled:  # a case never leaves a fault switched on for the next
+                self._faults("DELETE")
         return result
+
+    # --- control steps: the devstack fault injector ------------------------------------------
+
+    def _injectors(self) -> list[str]:
+        return sorted({lane.aws_url for lane in self.lanes if lane.aws_url})
+
+    def _faults(self, method: str, config: dict[str, Any] | None = None) -> list[Any]:
+        return [httpx.request(method, url + "/_faults/config", json=config, timeout=10
+                              ).raise_for_status().json() for url in self._injectors()]
+
+    def _injected(self) -> dict[str, int]:
+        """CloudWatch faults injected so far, per namespace, summed over the injectors."""
+        counts: dict[str, int] = {}
+        for state in self._faults("GET"):
+            for scope, n in state["injected"]["cloudwatch"].items():
+                counts[scope] = counts.get(scope, 0) + int(n)
+        return counts
+
+    def control(self, control: dict[str, Any], before: dict[str, int]) -> str | None:
+        """Apply a control step; a problem (as text) fails the case."""
+        if not self._injectors():
+            return "control steps need the local stack (its fault injector)"
+        config = {k: v for k, v in control.items() if k != "await"}
+        if config:
+            self._faults("POST", config)
+        if control.get("await") == "cloudwatch":
+            deadline = time.monotonic() + AWAIT_S
+            while True:
+                now = self._injected()
+                missing = [lane.name for lane in self.lanes
+                           if now.get(lane.namespace or "", 0) <= before.get(
+                               lane.namespace or "", 0)]
+                if not missing:
+                    return None
+                if time.monotonic() > deadline:
+                    return (f"no CloudWatch call of {', '.join(missing)} met the outage "
+                            f"within {AWAIT_S:.0f} s")
+                time.sleep(0.1)
+        return None
 
     # --- one step ---------------------------------------------------------------------------
 
