@@ -1,0 +1,70 @@
+"""The run-level checks' verdicts can fail: an extra accepted request, a color that differs, a
+lost answer or a lost metric observation is each reported."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from parity_tests.harness.checks import Reply, burst_verdict, datum_accounting, selected
+
+pytestmark = pytest.mark.unit
+HEADERS = {"content-type": "application/json", "x-ratelimit-limit": "3",
+           "x-content-type-options": "nosniff", "cache-control": "no-store",
+           "x-request-id": "r"}
+
+
+def ok(remaining: int) -> Reply:
+    return Reply(200, {**HEADERS, "x-ratelimit-remaining": str(remaining)}, b"{}")
+
+
+def refused(code: str = "RATE_LIMITED") -> Reply:
+    body = {"error": "Too many requests", "error_code": code, "timestamp": "t",
+            "request_id": "r"}
+    return Reply(429, {**HEADERS, "x-ratelimit-remaining": "0", "retry-after": "42"},
+                 json.dumps(body).encode())
+
+
+def good() -> list[Reply]:
+    return [ok(2), ok(1), ok(0), refused(), refused()]
+
+
+def test_an_exact_burst_passes() -> None:
+    figures, failures = burst_verdict(3, 2, {"blue": good(), "green": good()})
+    assert failures == []
+    assert figures["blue"]["accepted"] == 3
+    assert figures["green"]["refused"] == 2
+
+
+def test_one_request_over_the_limit_fails_and_the_colors_differ() -> None:
+    leaky = [ok(2), ok(1), ok(0), ok(0), refused()]
+    _, failures = burst_verdict(3, 2, {"blue": leaky, "green": good()})
+    text = "\n".join(failures)
+    assert "blue: 4 accepted" in text
+    assert "X-RateLimit-Remaining" in text
+    assert "differ in statuses" in text
+
+
+def test_a_different_429_envelope_fails() -> None:
+    other = [ok(2), ok(1), ok(0), refused("THROTTLED"), refused("THROTTLED")]
+    _, failures = burst_verdict(3, 2, {"blue": good(), "green": other})
+    assert any("RATE_LIMITED" in f for f in failures)
+    assert any("differ in envelope" in f for f in failures)
+
+
+def test_datum_accounting_counts_lost_and_extra_observations() -> None:
+    expected = {"RequestCount|/api/v1/chat": 30.0, "SuccessCount|/api/v1/chat": 30.0}
+    got = {"RequestCount|/api/v1/chat": 25.0, "SuccessCount|/api/v1/chat": 31.0}
+    acc = datum_accounting(expected, got)
+    assert acc["datums_lost"] == 5
+    assert acc["datums_extra"] == 1
+    assert datum_accounting(expected, dict(expected))["datums_lost"] == 0
+
+
+def test_k_filter_runs_checks_only_when_named() -> None:
+    assert selected(None) == ["rate_limit_burst", "graceful_shutdown"]
+    assert selected("sessions") == []
+    assert selected("checks/") == ["rate_limit_burst", "graceful_shutdown"]
+    assert selected("graceful") == ["graceful_shutdown"]
+    assert selected(None, enabled=False) == []
