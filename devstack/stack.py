@@ -1,7 +1,8 @@
 """Start the embedded AWS stack and create what the apps need in it.
 
 - moto in server mode (DynamoDB and CloudWatch): in-process ``mock_aws`` cannot patch
-  aiobotocore, so both colors reach moto over HTTP, the real SDK wire path;
+  aiobotocore, so both colors reach moto over HTTP, the real SDK wire path; it is served behind
+  the fault injector (:mod:`devstack.moto_faults`: ``ddb:KIND:Operation`` markers, switches);
 - the Bedrock agent-runtime emulator (:mod:`devstack.agent_emulator`);
 - the session table (TTL on ``expires_at``, GSI on ``user_id``/``updated_at``) and the rate-limit
   table (TTL), created from the specs in :mod:`shared.sessions`.
@@ -20,9 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
-from moto.server import ThreadedMotoServer
 
 from devstack.agent_emulator import AgentEmulator
+from devstack.moto_faults import FaultyMotoServer
 from shared.sessions import TTL_ATTRIBUTE, rate_limit_table_spec, sessions_table_spec
 from shared.settings import DEV_API_KEY, Settings
 
@@ -63,10 +64,11 @@ class DevStack:
     agent_port: int = 0
     agent_latency_ms: int = 0
     agent_fault_timeout_s: float = 30.0
+    moto_fault_timeout_s: float = 30.0  # how long a ddb:timeout:... marker stays silent
     tables: list[tuple[str, str]] = field(
         default_factory=lambda: [("chat_sessions", "chat_rate_limits")])
     streams: bool = False
-    moto: ThreadedMotoServer | None = None
+    moto: FaultyMotoServer | None = None
     agent: AgentEmulator | None = None
 
     @property
@@ -84,8 +86,8 @@ class DevStack:
         for name, value in FAKE_CREDENTIALS.items():
             os.environ.setdefault(name, value)
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request lines
-        self.moto = ThreadedMotoServer(ip_address=self.host, port=self.moto_port,
-                                       verbose=False)
+        # moto behind the DynamoDB/CloudWatch fault injector (devstack.moto_faults)
+        self.moto = FaultyMotoServer(self.host, self.moto_port, self.moto_fault_timeout_s)
         self.moto.start()
         self.agent = AgentEmulator(host=self.host, port=self.agent_port,
                                    latency_ms=self.agent_latency_ms,

@@ -143,8 +143,8 @@ def delete_session(ctx: Context, session_id: str) -> Flow[SessionDeleted]:
             "Key": {"session_id": {"S": session_id}},
             "ReturnValues": "ALL_OLD",
         })
-    except Exception as exc:
-        raise _reraise(store_failure(exc, writing=True), exc) from None
+    except Exception as exc:  # no agent answer is at stake: STORE_THROTTLED/STORE_UNAVAILABLE
+        raise _reraise(store_failure(exc), exc) from None
     old = result.get("Attributes")
     if not old or sess.is_expired(sess.from_item(old).record, ctx.now()):
         raise ApiError(ErrorCode.SESSION_NOT_FOUND)

@@ -28,7 +28,7 @@ COLORS = ("blue", "green")
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[DevStack]:
-    with DevStack(agent_fault_timeout_s=5.0) as s:
+    with DevStack(agent_fault_timeout_s=5.0, moto_fault_timeout_s=1.0) as s:
         yield s
 
 
