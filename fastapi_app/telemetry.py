@@ -42,10 +42,15 @@ class Flusher:
         if self._aws is None:
             return 0
         async with self._lock:
-            delivered = await run_async(flush(self.telemetry.buffer), self._aws.execute)
+            delivered = await run_async(flush(self.telemetry.buffer, self._dropped),
+                                        self._aws.execute)
         if delivered:
             prom.DATUMS_SENT.labels("green").inc(delivered)
         return delivered
+
+    @staticmethod
+    def _dropped(observations: int) -> None:  # a batch past its send attempts
+        prom.DATUMS_DROPPED.labels("green").inc(observations)
 
     async def close(self) -> None:
         """Stop the task and flush what is left (lifespan shutdown, after requests drain)."""

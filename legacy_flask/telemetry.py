@@ -42,10 +42,14 @@ class Flusher:
 
     def flush_now(self) -> int:
         with self._flush_lock:
-            delivered = run_sync(flush(self.telemetry.buffer), self.aws.execute)
+            delivered = run_sync(flush(self.telemetry.buffer, self._dropped), self.aws.execute)
         if delivered:
             prom.DATUMS_SENT.labels("blue").inc(delivered)
         return delivered
+
+    @staticmethod
+    def _dropped(observations: int) -> None:  # a batch past its send attempts
+        prom.DATUMS_DROPPED.labels("blue").inc(observations)
 
     def close(self) -> None:
         """Stop the thread and flush what is left (on worker exit / SIGTERM)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -132,11 +133,13 @@ def _datum(key: tuple[str, str, str, int], stat: _Stat) -> dict[str, Any]:
     }
 
 
-def flush(buffer: MetricBuffer) -> Flow[int]:
+def flush(buffer: MetricBuffer, on_drop: Callable[[int], object] | None = None) -> Flow[int]:
     """Send everything buffered; failed batches are kept for the next flush, up to a bound.
 
     Returns the number of request observations delivered. Never raises: metrics must not fail
-    anything else.
+    anything else. A batch that failed ``MAX_SEND_ATTEMPTS`` times is dropped: one log line
+    ("metrics batch dropped") and ``on_drop(observations)`` (the apps count it in
+    ``chatbot_cloudwatch_observations_dropped_total``).
     """
     delivered = 0
     for batch in buffer.take():
@@ -144,9 +147,11 @@ def flush(buffer: MetricBuffer) -> Flow[int]:
             yield buffer.call_for(batch)
         except Exception as exc:
             kept = buffer.failed(batch)
-            log.warning("metrics batch failed", extra={
+            log.warning("metrics batch failed" if kept else "metrics batch dropped", extra={
                 "exception": type(exc).__name__, "observations": batch.observations,
                 "attempts": batch.attempts, "kept": kept, "dropped_total": buffer.dropped})
+            if not kept and on_drop is not None:
+                on_drop(batch.observations)
             continue
         buffer.sent_ok(batch)
         delivered += batch.observations

@@ -51,13 +51,16 @@ def test_flush_retries_then_drops_with_a_count() -> None:
     def failing(call: Call) -> Any:
         raise ConnectionError("down")
 
+    counted: list[int] = []
     for _ in range(MAX_SEND_ATTEMPTS - 1):
-        assert run_sync(flush(buf), failing) == 0
+        assert run_sync(flush(buf, counted.append), failing) == 0
         assert buf.pending == 1
         assert buf.dropped == 0
-    assert run_sync(flush(buf), failing) == 0
+    assert counted == []
+    assert run_sync(flush(buf, counted.append), failing) == 0
     assert buf.dropped == 1
     assert buf.pending == 0
+    assert counted == [1]  # the apps add it to chatbot_cloudwatch_observations_dropped_total
 
     buf.record("/health", 200, 1.0, when=T)
 
