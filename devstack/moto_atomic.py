@@ -5,7 +5,10 @@ Two concurrent ``ADD request_count :one`` on a new rate-limit bucket both find n
 create one holding 1, and one increment is lost: a burst of limit+K requests then lets limit+1
 or more through (seen with blue's five gunicorn workers), and the same race breaks conditional
 writes. Real DynamoDB applies each write atomically, so devstack serializes moto's write
-operations with one lock (reads are unaffected).
+operations with one lock (reads are unaffected). The lock covers the whole request handler, not
+only the backend call: moto builds the answer (``ReturnValues: UPDATED_NEW``) from the item after
+the backend returned, and a concurrent ``ADD`` could change it in between (two requests were told
+the same count).
 
 :func:`install` patches the backend in this process (devstack's in-process moto calls it);
 ``python -m devstack.moto_atomic -H 127.0.0.1 -p 5000`` is ``moto_server`` with the patch.
@@ -23,21 +26,24 @@ _MARK = "_devstack_atomic"
 
 
 def install() -> None:
-    """Serialize the DynamoDB backend's write operations (idempotent)."""
+    """Serialize DynamoDB's write operations, answer included (idempotent)."""
     from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.responses import DynamoHandler
 
-    for name in WRITES:
-        original = getattr(DynamoDBBackend, name, None)
-        if original is None or getattr(original, _MARK, False):
-            continue
+    for cls in (DynamoHandler, DynamoDBBackend):
+        for name in WRITES:
+            original = getattr(cls, name, None)
+            if original is None or getattr(original, _MARK, False):
+                continue
 
-        def locked(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
-            with _LOCK:
-                return __original(self, *args, **kwargs)
+            def locked(self: Any, *args: Any, __original: Any = original, **kwargs: Any
+                       ) -> Any:
+                with _LOCK:
+                    return __original(self, *args, **kwargs)
 
-        wrapper = functools.wraps(original)(locked)
-        setattr(wrapper, _MARK, True)
-        setattr(DynamoDBBackend, name, wrapper)
+            wrapper = functools.wraps(original)(locked)
+            setattr(wrapper, _MARK, True)
+            setattr(cls, name, wrapper)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -105,10 +105,13 @@ def summarize(results: list[CaseResult], info: dict[str, Any]) -> dict[str, Any]
         "expired": info.get("expired", []),
         "unused_noise_rules": info.get("unused_noise_rules", []),
         "notes": info.get("notes", []),
+        # run-level checks (parity_tests/harness/checks.py): name, passed, colors, failures
+        "checks": info.get("checks", []),
+        "failed_checks": sum(1 for c in info.get("checks", []) if not c["passed"]),
     }
     summary["passed"] = not any(summary[k] for k in (
         "differences", "contract_violations", "undeclared_noise", "expired_known_differences",
-        "expectation_failures", "errors"))
+        "expectation_failures", "errors", "failed_checks"))
     return summary
 
 
@@ -180,6 +183,15 @@ def write_junit(results: list[CaseResult], summary: dict[str, Any], out: Path) -
                 lines += [f"  error: {s.error}"] if s.error else []
             failure = ET.SubElement(tc, "failure", message=lines[0][:200] if lines else "failed")
             failure.text = "\n".join(lines)
+    for check in summary.get("checks", []):
+        tc = ET.SubElement(suite, "testcase", classname="parity.checks", name=check["name"],
+                           time=f"{check['duration_s']:.3f}")
+        if not check["passed"]:
+            failure = ET.SubElement(tc, "failure", message=check["failures"][0][:200])
+            failure.text = "\n".join(check["failures"]) + "\n" + json.dumps(
+                check["colors"], indent=2, default=str)
+    suite.set("tests", str(len(results) + len(summary.get("checks", []))))
+    suite.set("failures", str(summary["failed_cases"] + summary.get("failed_checks", 0)))
     ET.ElementTree(suite).write(out / "junit.xml", encoding="utf-8", xml_declaration=True)
 
 
@@ -257,6 +269,7 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         console.print(f"  hole: {hole}")
     for note in summary["notes"]:
         console.print(f"note: {note}")
+    print_checks(summary.get("checks", []), console)
     verdict = "[bold green]PASS[/]" if summary["passed"] else "[bold red]FAIL[/]"
     console.print(
         f"{verdict} {summary['cases']} cases, {summary['steps']} steps in "
@@ -265,4 +278,30 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         f"violations, {summary['undeclared_noise']} undeclared noise, "
         f"{summary['expired_known_differences']} expired known differences, "
         f"{summary['expectation_failures']} expectation failures, {summary['errors']} errors, "
-        f"{summary['known_differences']} known differences")
+        f"{summary['known_differences']} known differences, "
+        f"{summary.get('failed_checks', 0)}/{len(summary.get('checks', []))} checks failed")
+
+
+CHECK_FIGURES = ("sent", "accepted", "refused", "in_flight_at_sigterm", "lost_responses",
+                 "datums_expected", "datums_lost", "datums_extra", "exit_s")
+
+
+def print_checks(checks: list[dict[str, Any]], console: Console) -> None:
+    """One row per check and color: the figures that decide it, then its failures."""
+    if not checks:
+        return
+    table = Table(title="run-level checks")
+    for col in ("check", "color", "figures", "verdict"):
+        table.add_column(col)
+    for check in checks:
+        for color, figures in check["colors"].items():
+            shown = ", ".join(f"{k} {figures[k]:g}" if isinstance(figures[k], float)
+                              else f"{k} {figures[k]}" for k in CHECK_FIGURES if k in figures)
+            table.add_row(check["name"], color, shown,
+                          "[green]pass[/]" if check["passed"] else "[red]FAIL[/]")
+        if not check["colors"]:
+            table.add_row(check["name"], "", "", "[red]FAIL[/]")
+    console.print(table)
+    for check in checks:
+        for failure in check["failures"]:
+            console.print(f"  [red]{check['name']}[/]: {failure}")
