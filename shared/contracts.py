@@ -15,6 +15,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 SESSION_ID_PATTERN = r"^[0-9a-zA-Z._:-]{2,100}$"
 USER_ID_PATTERN = r"^[0-9a-zA-Z._:@-]{1,128}$"
 MESSAGE_MAX_CHARS = 4000
+# _not_blank as a JSON-schema pattern (documentation only; the validator below decides): at
+# least one character that is neither whitespace nor NUL, and no NUL anywhere
+MESSAGE_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
 
 
 
@@ -67,7 +70,8 @@ class ChatRequest(_Contract):
         },
     )
 
-    message: Message = Field(description="The user's message: 1-4000 characters, not blank.")
+    message: Message = Field(description="The user's message: 1-4000 characters, not blank, "
+                                         "no NUL.", json_schema_extra={"pattern": MESSAGE_PATTERN})
     session_id: SessionId | None = Field(
         default=None, description="Continue this session; a new id is generated when absent."
     )

@@ -70,3 +70,20 @@ def test_links_name_real_operations_and_parameters() -> None:
     assert linked >= 5
     chat_links = ops["chat"]["responses"]["200"]["links"]
     assert chat_links["GetSession"]["parameters"] == {"session_id": "$response.body#/session_id"}
+
+
+@pytest.mark.parametrize("message", ["hi", " a ", "\x00", "a\x00b", "   ", "\n\t", "é", "\u2003x"])
+def test_message_pattern_says_what_the_validator_does(message: str) -> None:
+    # fuzz finding: NUL and blank messages are 422 but the document allowed them, so a
+    # schema-valid request was refused (Schemathesis positive_data_acceptance)
+    from pydantic import ValidationError
+
+    from shared.contracts import ChatRequest
+
+    pattern = DOC["components"]["schemas"]["ChatRequest"]["properties"]["message"]["pattern"]
+    try:
+        ChatRequest(message=message)
+        valid = True
+    except ValidationError:
+        valid = False
+    assert bool(re.match(pattern, message)) is valid
