@@ -228,24 +228,20 @@ def _create_tables_no_ttl(endpoint: str) -> None:
                                             WaiterConfig={"Delay": 1})
 
 
-def quiesce(helpers: Helpers, max_s: float) -> float:
-    """Wait until the agent emulator has seen no new call for 0.6 s (queued requests of the
-    last run drained); returns the seconds waited."""
+def quiesce(helpers: Helpers, app_pid: int, max_s: float) -> float:
+    """Wait until the last run's leftovers are done: the agent emulator saw no new call and
+    the app used under 4% of a core, for 0.5 s in a row (a blue queue of requests that wrk
+    gave up on must not be served during the next run); returns the seconds waited."""
     start = time.monotonic()
-    last = helpers.agent_requests()
-    if last is None:
-        time.sleep(1.0)
-        return 1.0
-    stable_since = time.monotonic()
+    meter = CpuMeter({"app": app_pid})
+    last, cpu = helpers.agent_requests(), meter.snapshot()
     while time.monotonic() - start < max_s:
-        time.sleep(0.2)
-        now = helpers.agent_requests()
-        if now is None:
+        time.sleep(0.5)
+        now, cpu_now = helpers.agent_requests(), meter.snapshot()
+        app_cpu = CpuMeter.delta(cpu, cpu_now)["app"]
+        if now == last and (now is None or now[1] == 0) and app_cpu < 0.02:
             break
-        if now[0] != last[0] or now[1] > 0:
-            last, stable_since = now, time.monotonic()
-        elif time.monotonic() - stable_since >= 0.6:
-            break
+        last, cpu = now, cpu_now
     return time.monotonic() - start
 
 
@@ -359,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.warmup > 0:
                 run_wrk(wrk_command(args.wrk, server.url, script, DEV_API_KEY, 10,
                                     args.warmup, threads=1, timeout_s=args.wrk_timeout))
-                quiesce(helpers, args.quiesce_max)
+                assert server.proc is not None
+                quiesce(helpers, server.proc.pid, args.quiesce_max)
         print(f"bench: helpers and servers up in {time.monotonic() - t0:.0f}s", flush=True)
         n = 0
         for i, level in enumerate(levels):
@@ -367,7 +364,9 @@ def main(argv: list[str] | None = None) -> int:
                 n += 1
                 r = measure(config, servers[config], helpers, script, args, level,
                             args.duration)
-                waited = quiesce(helpers, args.quiesce_max)
+                proc = servers[config].proc
+                assert proc is not None
+                waited = quiesce(helpers, proc.pid, args.quiesce_max)
                 runs.append(r)
                 print(f"[{n:2d}/{runs_total}] {level:4d} users {config:12s} "
                       f"{r.rps:8.1f} req/s  p50 {r.p50_ms} p90 {r.p90_ms} p99 {r.p99_ms} ms  "
