@@ -11,9 +11,9 @@
   (buffered metrics flushed on the way out; nothing flushes on its own during the check).
 
 Each check boots its own servers (one per color, fresh tables, its own CloudWatch namespace), so
-it sees nothing of the lanes. :class:`CheckRun` boots them when the lanes boot (they sit idle
-during the corpus) and runs the checks after it; the e2e tests call the same functions against a
-:class:`devstack.stack.DevStack`.
+it sees nothing of the lanes. :class:`CheckRun` boots them once the lanes are up (they boot
+while the corpus runs) and runs the checks after it; the e2e tests call the same functions
+against a :class:`devstack.stack.DevStack`.
 
 Requests are plain HTTP/1.1 over asyncio streams, one connection each: every connection is opened
 and every request written before the first answer is read, so "all at once" holds by
@@ -380,7 +380,7 @@ async def _drain_one(s: CheckServer, in_flight: int, latency_ms: int, limit: int
 
 
 async def graceful_shutdown(servers: list[CheckServer], in_flight: int = 30,
-                            latency_ms: int = 1500, limit: int = 20,
+                            latency_ms: int = 1000, limit: int = 20,
                             signal_after_s: float = 0.5) -> CheckResult:
     """SIGTERM each color (in parallel) while ``in_flight`` chats are waiting on the agent."""
     started = time.perf_counter()
@@ -411,7 +411,7 @@ async def graceful_shutdown(servers: list[CheckServer], in_flight: int = 30,
 
 
 async def run_checks(servers: list[CheckServer], names: list[str], limit: int = 20,
-                     extra: int = 15, in_flight: int = 30, latency_ms: int = 1500
+                     extra: int = 15, in_flight: int = 30, latency_ms: int = 1000
                      ) -> list[CheckResult]:
     """Wait for the servers, then the burst (if named), then the shutdown (which stops them)."""
     await asyncio.gather(*(s.wait_healthy() for s in servers))
@@ -425,7 +425,7 @@ async def run_checks(servers: list[CheckServer], names: list[str], limit: int = 
 
 class CheckRun:
     """The checks inside ``make parity``: :meth:`start` boots moto, an agent emulator and one
-    server per color (in parallel with the lanes), :meth:`run` runs the checks afterwards."""
+    server per color (while the corpus runs), :meth:`run` runs the checks afterwards."""
 
     def __init__(self, names: list[str], log_dir: Path, limit: int = 20) -> None:
         self.names = names

@@ -137,13 +137,14 @@ def main(argv: list[str] | None = None) -> int:
         info.update(mode="remote", lanes=[lane.name for lane in lanes])
         urls = {lane.name: lane.url for lane in lanes}
     else:
-        # the checks' servers boot with the lanes and wait; the checks run after the corpus
         names = checks.selected(args.filter, not args.no_checks)
-        check_run = checks.CheckRun(names, args.report_dir / "logs").start() if names else None
+        check_run: checks.CheckRun | None = None
         with console.status("booting devstack, blue (gunicorn), blue-aa and green (uvicorn)"):
             stack = LocalLanes(args.report_dir / "logs",
                                metrics_per_step=args.metrics_per_step).__enter__()
         try:
+            if names:  # the checks' own stack boots while the corpus runs; they run after it
+                check_run = checks.CheckRun(names, args.report_dir / "logs").start()
             console.print(f"booted {len(stack.lanes)} lanes in {stack.boot_s:.1f} s: " +
                           ", ".join(f"{lane.name} {lane.url}" for lane in stack.lanes))
             results = run(stack.lanes, stack.effects)
