@@ -31,6 +31,10 @@ def main() -> None:
         lifespan="on",
         access_log=False,
         proxy_headers=os.environ.get("TRUST_FORWARDED_FOR", "").lower() == "true",
+        # SIGTERM: stop accepting, let requests in flight finish for up to this long, then the
+        # lifespan flushes metrics. As blue's GUNICORN_GRACEFUL_TIMEOUT: keep it at or below the
+        # orchestrator's stop timeout (compose: stop_grace_period 40 s); a chat slower than it
+        # (AGENT_DEADLINE_S is 45 s) is cut. The graceful_shutdown parity check covers this.
         timeout_graceful_shutdown=int(os.environ.get("GRACEFUL_TIMEOUT", "30")),
         # uvicorn kills a worker that has not answered its supervisor within this many seconds;
         # its 5 s default restarts workers forever on a busy 2-core box (imports take ~4 s)
