@@ -114,6 +114,19 @@ class CpuMeter:
             out[name] = cpu
         return out
 
+    def runq_snapshot(self, name: str) -> dict[tuple[int, int], float]:
+        """Seconds each thread of a tree spent runnable but waiting for a CPU
+        (/proc/<pid>/task/<tid>/schedstat, 2nd field): how starved of CPU the tree was."""
+        out: dict[tuple[int, int], float] = {}
+        for p in self.tree(self.roots[name]):
+            tasks = Path(f"/proc/{p.pid}/task")
+            with contextlib.suppress(OSError):
+                for task in tasks.iterdir():
+                    with contextlib.suppress(OSError, ValueError, IndexError):
+                        wait_ns = int((task / "schedstat").read_text().split()[1])
+                        out[(p.pid, int(task.name))] = wait_ns / 1e9
+        return out
+
     @staticmethod
     def delta(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]],
               ) -> dict[str, float]:
@@ -268,10 +281,11 @@ def measure(config: str, server: Server, helpers: Helpers, script: Path, args: a
     meter = CpuMeter(roots)
     cmd = wrk_command(args.wrk, server.url, script, DEV_API_KEY, concurrency, duration_s,
                       threads=args.wrk_threads, timeout_s=args.wrk_timeout)
-    before, busy0 = meter.snapshot(), _busy_cpu_s()
+    before, busy0, wait0 = meter.snapshot(), _busy_cpu_s(), meter.runq_snapshot("app")
     with meter:
         out, gen_cpu = run_wrk(cmd)
-    after, busy1 = meter.snapshot(), _busy_cpu_s()
+    after, busy1, wait1 = meter.snapshot(), _busy_cpu_s(), meter.runq_snapshot("app")
+    runq_wait = sum(v - wait0.get(k, 0.0) for k, v in wait1.items())
     cpu = CpuMeter.delta(before, after)
     res = parse_wrk_output(out)
     helper_cpu = {"generator": gen_cpu, **{k: v for k, v in cpu.items() if k != "app"}}
@@ -284,6 +298,7 @@ def measure(config: str, server: Server, helpers: Helpers, script: Path, args: a
         app_cpu_s=round(cpu["app"], 3), peak_rss_mb=round(meter.peak_rss["app"] / 2**20, 1),
         helper_cpu_s={k: round(v, 3) for k, v in helper_cpu.items()},
         other_cpu_s=round(max(busy1 - busy0 - ours, 0.0), 3),
+        app_runq_wait_s=round(runq_wait, 3),
         loadavg=(round(load[0], 2), round(load[1], 2), round(load[2], 2)))
 
 
@@ -297,7 +312,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m devstack.bench", description=__doc__.split("\n")[0])
     p.add_argument("--levels", default="10,50,200,500",
                    help="concurrent users, comma-separated (default 10,50,200,500)")
-    p.add_argument("--duration", type=int, default=15, help="seconds of load per run (15)")
+    p.add_argument("--duration", type=int, default=12, help="seconds of load per run (12)")
     p.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per server (2)")
     p.add_argument("--agent-latency-ms", type=int, default=200)
     p.add_argument("--configs", default=",".join(CONFIGS),
@@ -309,8 +324,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--wrk", default=shutil.which("wrk") or "wrk")
     p.add_argument("--wrk-threads", type=int, default=2)
     p.add_argument("--wrk-timeout", type=int, default=10, help="seconds before wrk gives up")
-    p.add_argument("--quiesce-max", type=float, default=25.0,
-                   help="longest wait for the previous run's queue to drain (25 s)")
+    p.add_argument("--quiesce-max", type=float, default=20.0,
+                   help="longest wait for the previous run's queue to drain (20 s)")
     p.add_argument("--target-level", type=int, default=200)
     p.add_argument("--out", type=Path, default=ROOT / "reports" / "bench")
     return p.parse_args(argv)
@@ -330,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     script = args.out / "chat.lua"
     script.write_text(LUA_SCRIPT)
     runs_total = len(levels) * len(configs)
-    print(f"bench: {runs_total} runs of {args.duration}s ({', '.join(configs)} at "
+    print(f"bench: {runs_total} runs of {args.duration}s (about "
+          f"{(runs_total * (args.duration + 2) + 60) / 60:.0f} min) ({', '.join(configs)} at "
           f"{levels} users), agent latency {args.agent_latency_ms} ms, DynamoDB "
           f"{args.dynamodb}, {cores} cores, load average {os.getloadavg()[0]:.2f}", flush=True)
     t0 = time.monotonic()

@@ -34,6 +34,7 @@ class RunResult:
     peak_rss_mb: float
     helper_cpu_s: dict[str, float] = field(default_factory=dict)
     other_cpu_s: float = 0.0  # the rest of the machine (other users of the box) meanwhile
+    app_runq_wait_s: float = 0.0  # the app's threads runnable but waiting for a CPU
     loadavg: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     def cpu_ms_per_req(self, seconds: float) -> float | None:
@@ -91,6 +92,7 @@ def _figures(prefix: str, run: RunResult | None) -> dict[str, Any]:
         f"{prefix}_total_cpu_ms_per_req": _r(run.total_cpu_ms_per_req, 3),
         f"{prefix}_loadavg": list(run.loadavg),
         f"{prefix}_other_cpu_s": run.other_cpu_s,
+        f"{prefix}_runq_wait_ms_per_req": _r(run.cpu_ms_per_req(run.app_runq_wait_s), 2),
     }
     return out
 
@@ -176,10 +178,15 @@ def markdown_table(summary: dict[str, Any]) -> str:
         f"Agent latency {summary['agent_latency_ms']} ms, {summary['duration_s']} s per run, "
         f"{summary['cores']} cores, DynamoDB: {summary['dynamodb_engine']}, "
         f"generator: {summary['generator']}.",
+        "req/s counts successful answers; errors = non-2xx + connect/read/write errors + "
+        "timeouts. CPU from /proc (user+system) of the app's processes (master + workers) and of "
+        "each helper, per request; CPU-wait = time the app's threads were runnable but had no "
+        "CPU (schedstat); other CPU = CPU used by everything else on the machine meanwhile.",
         "",
         "| users | config | req/s | p50 ms | p90 ms | p99 ms | errors | app CPU ms/req "
-        "| peak RSS MB | gen / agent / ddb / moto CPU ms/req | other CPU s | load avg |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+        "| app CPU-wait ms/req | peak RSS MB | gen / agent / ddb / moto CPU ms/req "
+        "| other CPU s | load avg |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     variants = {r["concurrency"]: r for r in summary.get("blue_variant", {}).get("levels", [])}
     for row in summary["levels"]:
@@ -193,10 +200,14 @@ def markdown_table(summary: dict[str, Any]) -> str:
             lines.append(
                 f"| {c} | {name} | {_fmt(fig['rps'])} | {_fmt(fig['p50_ms'])} | "
                 f"{_fmt(fig['p90_ms'])} | {_fmt(fig['p99_ms'])} | {fig['errors']} | "
-                f"{_fmt(fig['cpu_ms_per_req'])} | {_fmt(fig['peak_rss_mb'])} | "
+                f"{_fmt(fig['cpu_ms_per_req'])} | {_fmt(fig.get('runq_wait_ms_per_req'))} | "
+                f"{_fmt(fig['peak_rss_mb'])} | "
                 + " / ".join(_fmt(helpers.get(h)) for h in HELPERS)
                 + f" | {_fmt(fig.get('other_cpu_s'))} | {fig['loadavg'][0]:.2f} |")
-    lines += ["", "| users | Little bound req/s | CPU bound req/s (green run) | green / bound "
+    lines += ["", "Little bound = users / agent latency. CPU bound = cores x 1000 / (CPU ms per "
+              "request of app + generator + agent emulator + DynamoDB + moto), measured in "
+              "green's run: what the machine could serve if CPU were the only limit.",
+              "", "| users | Little bound req/s | CPU bound req/s (green run) | green / bound "
               "| green / blue | green / blue-gthread |", "|---:|---:|---:|---:|---:|---:|"]
     for row in summary["levels"]:
         lines.append(
