@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from devstack.soak import FD_TOLERANCE, Sample, growth, reference_index, verdict
+from devstack.soak import FD_TOLERANCE, Sample, fd_tolerance, growth, reference_index, verdict
 
 pytestmark = pytest.mark.unit
 
@@ -36,6 +36,11 @@ def figures(**over: Any) -> dict[str, Any]:
     base = {"errors_5xx": 0, "transport_errors": 0, "rss_growth_pct": 3.0, "fds_minute_1": 80.0,
             "fds_end": 80.0 + FD_TOLERANCE, "requests": 1000}
     return {**base, **over}
+
+
+def test_fd_tolerance_is_a_few_descriptors_or_five_percent() -> None:
+    assert fd_tolerance(80) == FD_TOLERANCE
+    assert fd_tolerance(400) == 20
 
 
 def test_verdict_passes_a_clean_run() -> None:
