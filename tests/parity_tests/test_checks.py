@@ -3,11 +3,21 @@ lost answer or a lost metric observation is each reported."""
 
 from __future__ import annotations
 
+import io
 import json
+from pathlib import Path
 
 import pytest
+from rich.console import Console
 
-from parity_tests.harness.checks import Reply, burst_verdict, datum_accounting, selected
+from parity_tests.harness import report
+from parity_tests.harness.checks import (
+    CheckResult,
+    Reply,
+    burst_verdict,
+    datum_accounting,
+    selected,
+)
 
 pytestmark = pytest.mark.unit
 HEADERS = {"content-type": "application/json", "x-ratelimit-limit": "3",
@@ -68,3 +78,24 @@ def test_k_filter_runs_checks_only_when_named() -> None:
     assert selected("checks/") == ["rate_limit_burst", "graceful_shutdown"]
     assert selected("graceful") == ["graceful_shutdown"]
     assert selected(None, enabled=False) == []
+
+
+def test_a_failed_check_fails_the_run_and_reaches_every_report(tmp_path: Path) -> None:
+    failed = CheckResult("rate_limit_burst", False, {"blue": {"sent": 35, "accepted": 21}},
+                         ["blue: 21 accepted, expected exactly 20"], 1.0)
+    passed = CheckResult("graceful_shutdown", True, {"green": {"lost_responses": 0}}, [], 2.0)
+    summary = report.summarize([], {"lanes": ["blue", "green"], "mode": "local",
+                                     "duration_s": 3.0,
+                                     "checks": [failed.to_dict(), passed.to_dict()]})
+    assert summary["failed_checks"] == 1
+    assert not summary["passed"]
+    report.write_junit([], summary, tmp_path)
+    junit = (tmp_path / "junit.xml").read_text()
+    assert 'name="rate_limit_burst"' in junit
+    assert 'name="graceful_shutdown"' in junit
+    assert junit.count("<failure") == 1
+    report.write_html(summary, [], {}, tmp_path)
+    assert "blue: 21 accepted, expected exactly 20" in (tmp_path / "report.html").read_text()
+    out = io.StringIO()
+    report.print_summary(summary, Console(file=out, width=400))
+    assert "1/2 checks failed" in out.getvalue()
