@@ -25,9 +25,16 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
 # stop timeout (ECS stopTimeout / Kubernetes terminationGracePeriodSeconds, 30 s by default).
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 keepalive = 5
-# gunicorn's own request-line limit answers with its own HTML 414 before the app runs; raise it to
-# its maximum so the shared rule (414 URI_TOO_LONG over 2048 path characters) decides, as in green.
-limit_request_line = 8190
+# gunicorn's own request-line limit (at most 8190 bytes) answers with its own HTML 414 before the
+# app runs. Off (0), so the shared rule decides in both colors: 414 URI_TOO_LONG for a path over
+# 2048 characters or a target over 8000 bytes (uvicorn has no request-line limit of its own either;
+# in production the load balancer bounds the line, e.g. an ALB at 16 KB).
+limit_request_line = 0
+# Likewise for headers: the shared rule answers 431 HEADERS_TOO_LARGE past 8190 bytes a line or
+# 100 names. gunicorn's own limits (its HTML 431) sit above it: 64 KiB a line (0 would mean its
+# default 8190, not "unlimited"), 1000 lines; together they also cap the header buffer (~64 MiB).
+limit_request_field_size = 65536
+limit_request_fields = 1000
 preload_app = False
 accesslog = None  # the app writes one JSON line per request itself
 errorlog = "-"

@@ -21,6 +21,7 @@ class ErrorCode(StrEnum):
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     URI_TOO_LONG = "URI_TOO_LONG"
+    HEADERS_TOO_LARGE = "HEADERS_TOO_LARGE"
     UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
     MALFORMED_JSON = "MALFORMED_JSON"
     VALIDATION_ERROR = "VALIDATION_ERROR"
@@ -65,7 +66,12 @@ CATALOGUE: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.URI_TOO_LONG: ErrorSpec(
         414,
         "The request path is too long.",
-        "path over 2048 characters (gunicorn itself refuses request lines over 8190 bytes)",
+        "path over 2048 characters, or a request target over 8000 bytes",
+    ),
+    ErrorCode.HEADERS_TOO_LARGE: ErrorSpec(
+        431,
+        "A request header is too large, or there are too many headers.",
+        "a header line over 8190 bytes, or more than 100 headers",
     ),
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: ErrorSpec(
         415,

@@ -84,8 +84,8 @@ class Exchange:
     # --- before the handler -----------------------------------------------------------------
 
     def admit(self) -> Response | None:
-        """Path length, CORS, auth, declared body size. Returns a response to send at once (a
-        preflight), else None.
+        """Path length, header sizes, CORS, auth, declared body size. Returns a response to send
+        at once (a preflight), else None.
 
         Raises ApiError for an over-long path, a refused preflight, a missing/bad API key or a
         declared body over the limit. After this, an
@@ -94,6 +94,8 @@ class Exchange:
         h = self.headers
         if w.uri_too_long(self.path, self.query_string):
             raise ApiError(ErrorCode.URI_TOO_LONG)
+        if w.headers_too_large(h.items()):
+            raise ApiError(ErrorCode.HEADERS_TOO_LARGE)
         self.cors = w.cors(self.settings, self.method, h.get("Origin"),
                            h.get("Access-Control-Request-Method"),
                            h.get("Access-Control-Request-Headers"))

@@ -56,9 +56,9 @@ class Route:
         return ErrorResponse if status in self.errors else None
 
 
-# Statuses any route can answer (routing, CORS, unexpected failure).
-COMMON_ERRORS = (500,)
-API_ERRORS = (401, 429, 500, 503)  # auth, rate limit, store down (rate-limit counter)
+# Statuses any route can answer: headers too large (decided before routing), unexpected failure.
+COMMON_ERRORS = (431, 500)
+API_ERRORS = (*COMMON_ERRORS, 401, 429, 503)  # auth, rate limit, store down (rate-limit counter)
 BODY_ERRORS = (400, 413, 415, 422)
 # A route with a path parameter: a value holding "/" (or empty) matches no route (404), one
 # that makes the path longer than 2048 characters is 414, any other bad value 422.

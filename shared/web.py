@@ -31,6 +31,10 @@ MAX_PATH_CHARS = 2048
 # over 8190 bytes with its own HTML 414 before blue's app runs, while green's server passes them
 # on: the shared rule answers 414 URI_TOO_LONG first, in both colors, below that limit.
 MAX_TARGET_BYTES = 8000
+# Header limits, decided here rather than by each server (gunicorn answers its own HTML 431 past
+# 8190 bytes a line or 100 fields; uvicorn has no limit): gunicorn's are raised past these.
+MAX_HEADER_LINE_BYTES = 8190
+MAX_HEADER_FIELDS = 100
 _PATH_SAFE = "/!$&'()*+,;=:@-._~"
 
 SECURITY_HEADERS: dict[str, str] = {
@@ -65,6 +69,19 @@ def target_bytes(path: str, query_string: bytes) -> int:
 def uri_too_long(path: str, query_string: bytes) -> bool:
     return (len(path) > MAX_PATH_CHARS
             or target_bytes(path, query_string) > MAX_TARGET_BYTES)
+
+
+def headers_too_large(headers: Iterable[tuple[str, str]]) -> bool:
+    """More than MAX_HEADER_FIELDS header names, or one ``name: value`` line over
+    MAX_HEADER_LINE_BYTES. Repeated names count once, their values joined with "," as a WSGI
+    server joins them (blue never sees them apart); values arrive decoded as Latin-1, so a
+    character is a byte."""
+    lines: dict[str, int] = {}
+    for name, value in headers:
+        key = name.lower()
+        lines[key] = lines[key] + 1 + len(value) if key in lines else len(name) + 2 + len(value)
+    return len(lines) > MAX_HEADER_FIELDS or any(n > MAX_HEADER_LINE_BYTES
+                                                  for n in lines.values())
 
 
 # --- bodies -------------------------------------------------------------------------------------

@@ -63,8 +63,10 @@ FAULT_STATUS: dict[str, int] = {
     "timeout": 504, "stall": 504,
 }
 # Answered before routing on any path, so in no Route.statuses: a path over MAX_PATH_CHARS is
-# 414 URI_TOO_LONG (shared/pipeline.py, Exchange.admit).
-BEFORE_ROUTING = {spec.status for code, spec in CATALOGUE.items() if code.value == "URI_TOO_LONG"}
+# 414 URI_TOO_LONG, an oversized header or too many is 431 HEADERS_TOO_LARGE
+# (shared/pipeline.py, Exchange.admit).
+BEFORE_ROUTING = {spec.status for code, spec in CATALOGUE.items()
+                  if code.value in ("URI_TOO_LONG", "HEADERS_TOO_LARGE")}
 MAX_LATENCY_CASES = 3
 MAX_LATENCY_MS = 200
 _TEMPLATE = re.compile(r"{{[^}]*}}")
@@ -131,7 +133,8 @@ def test_every_step_expects_a_status() -> None:
 def test_size_and_agent_time_stay_small() -> None:
     cases = corpus()
     steps = sum(len(c.steps) for c in cases)
-    assert 150 <= steps <= 300, steps  # store_faults.yaml added 67 (13 of them control steps)
+    # store_faults.yaml added 67 (13 of them control steps), large_headers.json 7
+    assert 150 <= steps <= 350, steps
     latency: dict[str, int] = {}
     for case in cases:
         for step in case.steps:

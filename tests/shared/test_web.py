@@ -136,6 +136,21 @@ def test_request_target_limit() -> None:
     assert w.uri_too_long("/" + "\U0001f600" * 700, b"")  # 700 chars, 8400 bytes sent
 
 
+def test_header_limits() -> None:
+    line = w.MAX_HEADER_LINE_BYTES - len("X-Big: ")
+    assert not w.headers_too_large([("X-Big", "a" * line)])
+    assert w.headers_too_large([("X-Big", "a" * (line + 1))])
+    many = [(f"X-H{i}", "v") for i in range(w.MAX_HEADER_FIELDS)]
+    assert not w.headers_too_large(many)
+    assert w.headers_too_large([*many, ("X-One-More", "v")])
+    # a repeated name is one line, joined with "," as WSGI joins it: the same verdict whether
+    # the server hands the values over apart (green) or joined (blue)
+    apart = [("X-Rep", "a" * 4000), ("x-rep", "b" * 4000), ("X-REP", "c" * 200)]
+    joined = [("X-Rep", ",".join(v for _, v in apart))]
+    assert w.headers_too_large(apart) == w.headers_too_large(joined) is True
+    assert not w.headers_too_large([("X-Rep", "v")] * (w.MAX_HEADER_FIELDS + 5))
+
+
 def test_api_key_check() -> None:
     open_settings = Settings()
     assert w.check_api_key(open_settings, None) is None
