@@ -50,12 +50,25 @@ def test_security_headers_and_clean_error_bodies(
         "422": client.post("/api/v1/chat", json={"message": ""}, headers={"X-API-Key": KEY}),
         "502": client.post("/api/v1/chat", json={"message": "[[fault:internal]]"},
                            headers={"X-API-Key": KEY}),
+        "503-agent": client.post("/api/v1/chat", json={"message": "[[fault:throttle]]"},
+                                 headers={"X-API-Key": KEY}),
+        "503-store": client.get("/api/v1/chat/sessions/s-1-ddb:internal:GetItem",
+                                headers={"X-API-Key": KEY}),
+        "504": client.post("/api/v1/chat", json={"message": "[[fault:stall]]"},
+                           headers={"X-API-Key": KEY}),
+        "413": client.post("/api/v1/chat", content=b"{" + b" " * (2 << 20) + b"}", headers={
+            "X-API-Key": KEY, "Content-Type": "application/json"}),
+        "414": client.get("/api/v1/users/" + "u" * 3000 + "/sessions",
+                          headers={"X-API-Key": KEY}),
+        "431": client.get("/health", headers={"X-Big": "b" * 9000}),
         "preflight": client.options("/api/v1/chat", headers={
             "Origin": "https://app.example.com", "Access-Control-Request-Method": "POST"}),
         "403": client.options("/api/v1/chat", headers={
             "Origin": "https://evil.test", "Access-Control-Request-Method": "POST"}),
     }
     for kind, resp in answers.items():
+        if kind[:3].isdigit():
+            assert resp.status_code == int(kind[:3]), (kind, resp.text)
         for name, value in SECURITY_HEADERS.items():
             assert resp.headers.get(name) == value, (kind, name)
         if resp.status_code >= 400 and kind != "head":
