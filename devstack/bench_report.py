@@ -114,6 +114,13 @@ def level_row(concurrency: int, latency_ms: float, cores: int,
         row["green_bound_rps"] = _r(bound)
         row["green_bound_is"] = "little" if cpu is None or little <= cpu else "cpu"
         row["green_of_bound"] = _ratio(green.rps, bound)
+        # the same bound on the CPU the rest of the machine left free during green's run
+        free_cores = max(cores - green.other_cpu_s / green.duration_s, 0.0) if green.duration_s \
+            else float(cores)
+        avail = cpu_bound_rps(1, green.total_cpu_ms_per_req)
+        row["green_cpu_bound_free_rps"] = _r(avail * free_cores) if avail is not None else None
+        row["green_of_free_cpu_bound"] = _ratio(
+            green.rps, avail * free_cores if avail is not None else None)
         row["green_over_blue"] = _ratio(green.rps, blue.rps if blue else None)
         row["green_over_blue_gthread"] = _ratio(green.rps, gth.rps if gth else None)
     return row
@@ -206,13 +213,17 @@ def markdown_table(summary: dict[str, Any]) -> str:
                 + f" | {_fmt(fig.get('other_cpu_s'))} | {fig['loadavg'][0]:.2f} |")
     lines += ["", "Little bound = users / agent latency. CPU bound = cores x 1000 / (CPU ms per "
               "request of app + generator + agent emulator + DynamoDB + moto), measured in "
-              "green's run: what the machine could serve if CPU were the only limit.",
+              "green's run: what the machine could serve if CPU were the only limit; "
+              "'on free CPU': the same on the CPU other processes left free meanwhile.",
               "", "| users | Little bound req/s | CPU bound req/s (green run) | green / bound "
-              "| green / blue | green / blue-gthread |", "|---:|---:|---:|---:|---:|---:|"]
+              "| CPU bound on free CPU | green / that | green / blue | green / blue-gthread |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in summary["levels"]:
         lines.append(
             f"| {row['concurrency']} | {_fmt(row.get('little_bound_rps'))} | "
             f"{_fmt(row.get('green_cpu_bound_rps'))} | {_fmt(row.get('green_of_bound'))} | "
+            f"{_fmt(row.get('green_cpu_bound_free_rps'))} | "
+            f"{_fmt(row.get('green_of_free_cpu_bound'))} | "
             f"{_fmt(row.get('green_over_blue'))} | {_fmt(row.get('green_over_blue_gthread'))} |")
     targets = summary.get("targets", {})
     if len(targets) > 1:
