@@ -216,7 +216,7 @@ async def user(n: int, http: aiohttp.ClientSession, base: str, stop_at: float, l
             async with http.request(method, base + path, **kw) as resp:
                 body = await resp.read()
                 load.statuses[resp.status] += 1
-                if resp.status >= 500 and len(load.error_examples) < 5:
+                if resp.status >= 400 and len(load.error_examples) < 5:
                     load.error_examples.append(f"{method} {path}: {resp.status} {body[:200]!r}")
                 if resp.status == 200 and body.startswith(b"{"):
                     return dict(json.loads(body))
