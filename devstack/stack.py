@@ -23,6 +23,7 @@ from typing import Any
 import boto3
 
 from devstack.agent_emulator import AgentEmulator
+from devstack.moto_atomic import install as install_atomic_writes
 from devstack.moto_faults import FaultyMotoServer
 from shared.sessions import TTL_ATTRIBUTE, rate_limit_table_spec, sessions_table_spec
 from shared.settings import DEV_API_KEY, Settings
@@ -86,6 +87,7 @@ class DevStack:
         for name, value in FAKE_CREDENTIALS.items():
             os.environ.setdefault(name, value)
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request lines
+        install_atomic_writes()  # moto's UpdateItem ADD is not atomic under concurrency
         # moto behind the DynamoDB/CloudWatch fault injector (devstack.moto_faults)
         self.moto = FaultyMotoServer(self.host, self.moto_port, self.moto_fault_timeout_s)
         self.moto.start()
