@@ -77,6 +77,22 @@ def _load_session(ctx: Context, session_id: str) -> Flow[sess.StoredSession | No
     return stored
 
 
+def _is_own_write(ctx: Context, session_id: str, record: SessionRecord,
+                  version: int) -> Flow[bool]:
+    """After a refused conditional write: is the stored item exactly the one this request wrote?
+
+    The SDK retries a write whose answer timed out; when the first attempt had landed, the retry
+    finds its own write and the condition fails. Read back (consistently): the same version and
+    the same record (its timestamps to the microsecond included) is this request's write, so the
+    chat succeeded; anything else is another request's, a real conflict.
+    """
+    try:
+        stored = yield from _load_session(ctx, session_id)
+    except ApiError:
+        raise ApiError(ErrorCode.SESSION_WRITE_FAILED) from None
+    return stored is not None and stored.version == version and stored.record == record
+
+
 def chat(ctx: Context, req: ChatRequest) -> Flow[ChatResponse]:
     started = ctx.perf()
     settings = ctx.settings
@@ -106,17 +122,19 @@ def chat(ctx: Context, req: ChatRequest) -> Flow[ChatResponse]:
     else:  # new, or replacing an expired item that the TTL sweep has not removed yet
         condition = "attribute_not_exists(session_id) OR expires_at <= :now"
         values = {":now": {"N": str(int(now.timestamp()))}}
+    version = (existing.version if existing else 0) + 1
     try:
         yield AwsCall("dynamodb", "put_item", {
             "TableName": settings.sessions_table,
-            "Item": sess.to_item(record, (existing.version if existing else 0) + 1),
+            "Item": sess.to_item(record, version),
             "ConditionExpression": condition,
             "ExpressionAttributeValues": values,
         })
     except Exception as exc:
-        if is_conditional_failure(exc):
+        if not is_conditional_failure(exc):
+            raise _reraise(store_failure(exc, writing=True), exc) from None
+        if not (yield from _is_own_write(ctx, session_id, record, version)):
             raise ApiError(ErrorCode.SESSION_CONFLICT) from None
-        raise _reraise(store_failure(exc, writing=True), exc) from None
 
     return ChatResponse(
         response=reply.text,

@@ -175,6 +175,67 @@ def test_lost_race_is_a_conflict(aws: FakeAws) -> None:
     assert err.value.code is ErrorCode.SESSION_CONFLICT
 
 
+def test_a_retried_write_that_had_landed_is_a_success(aws: FakeAws) -> None:
+    """The SDK retries a write whose answer timed out; if the first attempt landed, the retry's
+    condition fails on that very write. Reading it back shows it is ours: a success, stored once."""
+    def landed_then_refused(call: Call) -> Any:
+        result = aws.execute(call)
+        if isinstance(call, AwsCall) and call.operation == "put_item":
+            raise client_error("ConditionalCheckFailedException")
+        return result
+
+    resp = run_sync(flows.chat(ctx_at(T0), ChatRequest(message="x", user_id="u")),
+                    landed_then_refused)
+    assert resp.session_id == "sess_new"
+    stored = sess.from_item(aws.items["sess_new"])
+    assert stored.version == 1
+    assert stored.record.message_count == 2
+    # the read-back was consistent, and it came after the refused write
+    assert [c.operation for c in aws.calls if isinstance(c, AwsCall)] == [
+        "get_item", "put_item", "get_item"]
+    assert all(c.params["ConsistentRead"] for c in aws.calls
+               if isinstance(c, AwsCall) and c.operation == "get_item")
+
+
+def test_another_requests_write_is_a_conflict(aws: FakeAws) -> None:
+    """A refused write whose stored item is someone else's (same version, other content)."""
+    run_sync(flows.chat(ctx_at(T0), ChatRequest(message="first", session_id="s-1")), aws.execute)
+
+    def other_writer_first(call: Call) -> Any:
+        if isinstance(call, AwsCall) and call.operation == "put_item":
+            other = ctx_at(T0 + timedelta(seconds=1))
+            run_sync(flows.chat(other, ChatRequest(message="other", session_id="s-1")),
+                     aws.execute)
+            raise client_error("ConditionalCheckFailedException")
+        return aws.execute(call)
+
+    with pytest.raises(ApiError) as err:
+        run_sync(flows.chat(ctx_at(T0 + timedelta(seconds=2)),
+                            ChatRequest(message="mine", session_id="s-1")), other_writer_first)
+    assert err.value.code is ErrorCode.SESSION_CONFLICT
+    stored = sess.from_item(aws.items["s-1"])
+    assert stored.version == 2
+    assert stored.record.messages[-2].content == "other"
+
+
+def test_a_refused_write_that_cannot_be_read_back_is_not_a_success(aws: FakeAws) -> None:
+    reads = 0
+
+    def refused_then_unreadable(call: Call) -> Any:
+        nonlocal reads
+        if isinstance(call, AwsCall) and call.operation == "put_item":
+            raise client_error("ConditionalCheckFailedException")
+        if isinstance(call, AwsCall) and call.operation == "get_item":
+            reads += 1
+            if reads > 1:
+                raise EndpointConnectionError(endpoint_url="http://x")
+        return aws.execute(call)
+
+    with pytest.raises(ApiError) as err:
+        run_sync(flows.chat(ctx_at(T0), ChatRequest(message="x")), refused_then_unreadable)
+    assert err.value.code is ErrorCode.SESSION_WRITE_FAILED
+
+
 def test_store_read_failures(aws: FakeAws) -> None:
     aws.fail["get_item"] = client_error("ProvisionedThroughputExceededException")
     with pytest.raises(ApiError) as err:
