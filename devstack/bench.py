@@ -29,7 +29,6 @@ import json
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -40,10 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil  # type: ignore[import-untyped]  # no stubs pinned
+import psutil
 
 from devstack.bench_report import RunResult, Targets, build_summary, write_outputs
 from devstack.bench_wrk import LUA_SCRIPT, parse_wrk_output, wrk_command
+from devstack.procs import HelperProcess, free_port, process_tree
 from devstack.run import Server
 from devstack.stack import FAKE_CREDENTIALS, create_tables
 from shared.sessions import rate_limit_table_spec, sessions_table_spec
@@ -55,31 +55,11 @@ DYNALITE_CLI = DYNALITE_DIR / "node_modules" / "dynalite" / "cli.js"
 CONFIGS = ("blue", "green", "blue-gthread")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _http(url: str, data: bytes | None = None, timeout: float = 5.0) -> Any:
     req = urllib.request.Request(url, data=data, method="POST" if data else "GET",  # noqa: S310
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 (loopback only)
         return json.loads(r.read())
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes], name: str, timeout_s: float = 30.0,
-               ) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"{name} did not listen on {port} within {timeout_s}s")
 
 
 class CpuMeter:
@@ -93,19 +73,11 @@ class CpuMeter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    @staticmethod
-    def tree(pid: int) -> list[psutil.Process]:
-        try:
-            root = psutil.Process(pid)
-            return [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
-
     def snapshot(self) -> dict[str, dict[int, float]]:
         out: dict[str, dict[int, float]] = {}
         for name, pid in self.roots.items():
             cpu: dict[int, float] = {}
-            for p in self.tree(pid):
+            for p in process_tree(pid):
                 try:
                     t = p.cpu_times()
                     cpu[p.pid] = t.user + t.system
@@ -118,7 +90,7 @@ class CpuMeter:
         """Seconds each thread of a tree spent runnable but waiting for a CPU
         (/proc/<pid>/task/<tid>/schedstat, 2nd field): how starved of CPU the tree was."""
         out: dict[tuple[int, int], float] = {}
-        for p in self.tree(self.roots[name]):
+        for p in process_tree(self.roots[name]):
             tasks = Path(f"/proc/{p.pid}/task")
             with contextlib.suppress(OSError):
                 for task in tasks.iterdir():
@@ -137,7 +109,7 @@ class CpuMeter:
         while not self._stop.wait(0.25):
             for name, pid in self.roots.items():
                 rss = 0
-                for p in self.tree(pid):
+                for p in process_tree(pid):
                     with contextlib.suppress(psutil.NoSuchProcess):
                         rss += p.memory_info().rss
                 self.peak_rss[name] = max(self.peak_rss[name], rss)
@@ -160,15 +132,13 @@ class Helpers:
     engine: str
     latency_ms: int
     log_dir: Path
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    procs: dict[str, HelperProcess] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
 
     def _spawn(self, name: str, cmd: list[str]) -> None:
-        log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115
-        self.procs[name] = subprocess.Popen(cmd, cwd=ROOT, stdout=log,  # noqa: S603
-                                            stderr=subprocess.STDOUT,
-                                            env={**os.environ, **FAKE_CREDENTIALS})
-        _wait_port(self.ports[name], self.procs[name], name)
+        self.procs[name] = HelperProcess(name, cmd, self.log_dir / f"{name}.log",
+                                         self.ports[name], env={**os.environ, **FAKE_CREDENTIALS})
+        self.procs[name].wait_listening(30)
 
     def start(self) -> Helpers:
         bindir = Path(sys.executable).parent
@@ -218,14 +188,7 @@ class Helpers:
 
     def stop(self) -> None:
         for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            proc.stop()
         self.procs.clear()
 
 

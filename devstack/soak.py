@@ -35,8 +35,6 @@ import json
 import os
 import random
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -45,9 +43,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import psutil  # type: ignore[import-untyped]
+import psutil
 
-from devstack.run import ROOT, Server
+from devstack.procs import EmulatorProcess, MotoProcess, free_port, process_tree
+from devstack.run import Server
 from devstack.stack import FAKE_CREDENTIALS, create_tables
 
 API_KEY = "soak-key"
@@ -123,62 +122,10 @@ def verdict(figures: dict[str, Any]) -> list[str]:
 
 # --- the stack ---------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Helper:
-    """moto or the agent emulator in its own process (stopped with SIGTERM, by pid)."""
-
-    def __init__(self, args: list[str], log: Path) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        self.name = args[0]
-        port_flag = "--port" if "agent" in args[0] else "-p"
-        cmd = [sys.executable, "-m", *args, port_flag, str(self.port)]  # our own modules
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._log,  # noqa: S603
-                                     stderr=subprocess.STDOUT)
-
-    def wait(self, probe: str) -> None:
-        import urllib.error
-        import urllib.request
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited")
-            try:
-                urllib.request.urlopen(self.url + probe, timeout=2).close()  # noqa: S310
-                return
-            except urllib.error.HTTPError:
-                return
-            except OSError:
-                time.sleep(0.1)
-        raise TimeoutError(f"{self.name} did not start")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-
-
-def tree(pid: int) -> list[psutil.Process]:
-    root = psutil.Process(pid)
-    return [root, *root.children(recursive=True)]
-
-
 def measure(pid: int) -> tuple[float, int, int]:
     """(RSS in MB, open fds, processes) of a server's master and workers, summed."""
     rss = fds = n = 0
-    for proc in tree(pid):
+    for proc in process_tree(pid):
         try:
             rss += proc.memory_info().rss
             fds += proc.num_fds()
@@ -325,14 +272,14 @@ def main(argv: list[str] | None = None) -> int:
     logs.mkdir(exist_ok=True)
     for name, value in FAKE_CREDENTIALS.items():
         os.environ.setdefault(name, value)
-    moto = Helper(["devstack.moto_atomic", "-H", "127.0.0.1"], logs / "moto.log")
-    agent = Helper(["devstack.agent_emulator", "--host", "127.0.0.1", "--latency-ms",
-                    str(args.agent_latency_ms), "--max-calls", "1000"], logs / "agent.log")
+    moto = MotoProcess(logs / "moto.log")
+    agent = EmulatorProcess(logs / "agent.log", 3.0, "--latency-ms", str(args.agent_latency_ms),
+                            "--max-calls", "1000")
     results: dict[str, dict[str, Any]] = {}
     started = time.time()
     try:
-        moto.wait("/moto-api/data.json")
-        agent.wait("/_emulator/config")
+        moto.wait()
+        agent.wait()
         for color in colors:
             tables = (f"soak_{color}_sessions", f"soak_{color}_rate_limits")
             create_tables(moto.url, *tables)
@@ -342,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
                    "RATE_LIMIT_TABLE": tables[1], "RATE_LIMIT_REQUESTS": "100000000",
                    "METRICS_NAMESPACE": f"Soak/{color}", "LOG_LEVEL": "WARNING",
                    "METRICS_DIR": tempfile.mkdtemp(prefix=f"soak-{color}-")}
-            server = Server(color, _free_port(), env, log_path=logs / f"{color}.log").start()
+            server = Server(color, free_port(), env, log_path=logs / f"{color}.log").start()
             try:
                 server.wait_healthy(90)
                 print(f"soak {color}: {args.users} users for {args.duration:g} s against "

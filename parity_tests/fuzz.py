@@ -28,9 +28,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from devstack.procs import free_port
 from devstack.run import ROOT, Server
 from devstack.stack import DevStack
-from parity_tests.harness.lanes import free_port
 
 COLORS = ("blue", "green")
 API_KEY = "fuzz-key-7d1c0e"  # a throwaway key for local servers

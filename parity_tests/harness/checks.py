@@ -36,6 +36,7 @@ from typing import Any
 
 import boto3
 
+from devstack.procs import EmulatorProcess, MotoProcess, free_port
 from devstack.run import Server
 from devstack.stack import FAKE_CREDENTIALS, create_tables
 from shared.metrics import outcome_metric
@@ -67,6 +68,15 @@ class Reply:
             return json.loads(self.body)
         except ValueError:
             return None
+
+
+def color_differences(per_color: dict[str, dict[str, Any]], keys: tuple[str, ...]) -> list[str]:
+    """Each key on which a color differs from the first one, as a failure line."""
+    colors = list(per_color)
+    return [f"{colors[0]} and {other} differ in {key}: "
+            f"{per_color[colors[0]][key]} vs {per_color[other][key]}"
+            for other in colors[1:] for key in keys
+            if per_color[other][key] != per_color[colors[0]][key]]
 
 
 def chat_request(port: int, api_key: str, message: str, user_id: str) -> bytes:
@@ -226,7 +236,7 @@ def boot(color: str, moto_url: str, agent_url: str, log_dir: Path, limit: int,
            "METRICS_FLUSH_INTERVAL_S": "300",  # the largest allowed
            "METRICS_DIR": tempfile.mkdtemp(prefix=f"check-{color}-")}
     log_dir.mkdir(parents=True, exist_ok=True)
-    server = Server(color, _free_port(), env, workers=workers,
+    server = Server(color, free_port(), env, workers=workers,
                     log_path=log_dir / f"check-{color}.log").start()
     return CheckServer(color, server, namespace, tables, moto_url)
 
@@ -236,9 +246,6 @@ def prepare_tables(servers: list[CheckServer]) -> None:
         create_tables(s.moto_url, *s.tables)
 
 
-def _free_port() -> int:
-    from parity_tests.harness.lanes import free_port
-    return free_port()
 
 
 # --- results -----------------------------------------------------------------------------------
@@ -303,12 +310,7 @@ def burst_verdict(limit: int, extra: int, replies: dict[str, list[Reply]]) -> tu
                                  (r.json or {}).get("error_code"), (r.json or {}).get("error"))
                                 for r in refused}),
         }
-    colors = list(shapes)
-    for other in colors[1:]:
-        for part in ("statuses", "headers", "envelope"):
-            if shapes[other][part] != shapes[colors[0]][part]:
-                failures.append(f"{colors[0]} and {other} differ in {part}: "
-                                f"{shapes[colors[0]][part]} vs {shapes[other][part]}")
+    failures += color_differences(shapes, ("statuses", "headers", "envelope"))
     return figures, failures
 
 
@@ -400,12 +402,7 @@ async def graceful_shutdown(servers: list[CheckServer], in_flight: int = 30,
                             f"{r['datums_extra']:g} extra ({r['lost_by_metric']})")
         if r["exit_code"] != 0:
             failures.append(f"{color}: exited with {r['exit_code']}")
-    colors = list(figures)
-    for other in colors[1:]:
-        for key in ("statuses", "lost_responses", "datums_lost"):
-            if figures[other][key] != figures[colors[0]][key]:
-                failures.append(f"{colors[0]} and {other} differ in {key}: "
-                                f"{figures[colors[0]][key]} vs {figures[other][key]}")
+    failures += color_differences(figures, ("statuses", "lost_responses", "datums_lost"))
     return CheckResult("graceful_shutdown", not failures, figures, failures,
                        round(time.perf_counter() - started, 2))
 
@@ -435,7 +432,6 @@ class CheckRun:
         self._helpers: list[Any] = []
 
     def start(self) -> CheckRun:
-        from parity_tests.harness.lanes import EmulatorProcess, MotoProcess
         for name, value in FAKE_CREDENTIALS.items():
             os.environ.setdefault(name, value)
         self.log_dir.mkdir(parents=True, exist_ok=True)

@@ -10,9 +10,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -25,7 +22,8 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.agent_emulator import AgentEmulator
-from devstack.run import ROOT, Server
+from devstack.procs import EmulatorProcess, MotoProcess, free_port
+from devstack.run import Server
 from devstack.stack import FAKE_CREDENTIALS, create_tables
 
 API_KEYS = ("parity-key-1", "parity-key-2")
@@ -45,12 +43,6 @@ PARITY_ENV = {
     "METRICS_FLUSH_INTERVAL_S": "1",
     "ENVIRONMENT": "test",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def plain(value: dict[str, Any]) -> Any:
@@ -261,79 +253,6 @@ class SideEffects:
                 key = f"{labels['method']} {labels['endpoint']} {labels['status']}"
                 out[key] = out.get(key, 0.0) + sample.value
         return out
-
-
-class _Process:
-    """A helper process of the local stack, stopped with SIGTERM."""
-
-    def __init__(self, cmd: list[str], log: Path) -> None:
-        self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE,  # noqa: S603
-                                     stderr=self._log, cwd=ROOT)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self._log.close()
-
-
-class EmulatorProcess(_Process):
-    """The agent emulator in its own process; its call log is read over HTTP."""
-
-    def __init__(self, log: Path, fault_timeout_s: float) -> None:
-        self.port = free_port()
-        super().__init__([sys.executable, "-m", "devstack.agent_emulator", "--port",
-                          str(self.port), "--fault-timeout-s", str(fault_timeout_s)], log)
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._log_path = log
-        self._http = httpx.Client(base_url=self.url, timeout=10)
-        self._calls: list[dict[str, Any]] = []
-
-    def wait(self) -> None:
-        assert self.proc.stdout is not None
-        if not self.proc.stdout.readline():  # it prints one JSON line when it listens
-            raise RuntimeError(f"the agent emulator did not start; see {self._log_path}")
-
-    def calls(self) -> list[dict[str, Any]]:
-        page = self._http.get("/_emulator/calls", params={"since": len(self._calls)}).json()
-        self._calls.extend(page["calls"])
-        return self._calls
-
-    def stop(self) -> None:
-        self._http.close()
-        super().stop()
-
-
-class MotoProcess(_Process):
-    """moto in server mode in its own process (its own core, not the harness's GIL)."""
-
-    def __init__(self, log: Path, fault_timeout_s: float = 3.0) -> None:
-        self.port = free_port()
-        # moto behind the fault injector (devstack.moto_faults), with atomic DynamoDB writes
-        super().__init__([sys.executable, "-m", "devstack.moto_faults", "-H", "127.0.0.1",
-                          "-p", str(self.port), "--fault-timeout-s", str(fault_timeout_s)], log)
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._log_path = log
-
-    def wait(self) -> None:
-        log = self._log_path
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"moto exited; see {log}")
-            try:
-                httpx.get(self.url + "/moto-api/data.json", timeout=2)
-                return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise TimeoutError(f"moto did not start; see {log}")
 
 
 class LocalLanes(contextlib.AbstractContextManager["LocalLanes"]):
