@@ -78,4 +78,4 @@ lock:  # dev/test (everything), then the images' subsets pinned to the same vers
 	$(BIN)/uv pip compile pyproject.toml --extra devstack -c requirements.lock -o requirements.devstack.lock -q
 
 clean:
-	rm -rf $(VENV) reports .run .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) reports .run .pytest_cache .mypy_cache .ruff_cache devstack/dynalite/node_modules

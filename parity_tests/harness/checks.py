@@ -5,6 +5,10 @@
   green: uvicorn, one worker per core). Exactly ``limit`` are accepted (and their
   ``X-RateLimit-Remaining`` values are exactly limit-1 .. 0, once each), the K others are 429
   ``RATE_LIMITED``, and both colors answer the same statuses, headers and 429 envelope.
+- ``dependency_down``: a dependency really stopped, not simulated: each color's agent endpoint and
+  CloudWatch endpoint are closed ports (DynamoDB is up). A chat is 503 ``AGENT_UNAVAILABLE`` and
+  stores nothing, ``/health/detailed`` is 503 with the agent down and DynamoDB up, ``/health``
+  is 200 (metrics that cannot be sent never fail a request); both colors answer the same.
 - ``graceful_shutdown``: N chats in flight (the agent takes ``latency_ms`` on each), SIGTERM once
   while they are; every one must be answered 200, and CloudWatch (read from moto after the
   server exited) must hold one observation per metric for every request the server answered
@@ -41,7 +45,7 @@ from devstack.run import Server
 from devstack.stack import FAKE_CREDENTIALS, create_tables
 from shared.metrics import outcome_metric
 
-CHECKS = ("rate_limit_burst", "graceful_shutdown")
+CHECKS = ("rate_limit_burst", "dependency_down", "graceful_shutdown")
 COLORS = ("blue", "green")
 WINDOW_S = 3600  # as the lanes: no window edge inside a run (see _avoid_window_edge)
 BURST_KEY = "check-burst-key"
@@ -218,7 +222,8 @@ class CheckServer:
 
 
 def boot(color: str, moto_url: str, agent_url: str, log_dir: Path, limit: int,
-         workers: int | None = None, tag: str = "") -> CheckServer:
+         workers: int | None = None, tag: str = "", overrides: dict[str, str] | None = None,
+         ) -> CheckServer:
     """Start one color (not yet healthy: see :meth:`CheckServer.wait_healthy`). Its tables are
     created by :func:`prepare_tables` once moto is up."""
     run = tag or uuid.uuid4().hex[:8]
@@ -234,11 +239,23 @@ def boot(color: str, moto_url: str, agent_url: str, log_dir: Path, limit: int,
            "METRICS_NAMESPACE": namespace,
            # nothing flushes on its own: whatever reaches CloudWatch came from the final flush
            "METRICS_FLUSH_INTERVAL_S": "300",  # the largest allowed
-           "METRICS_DIR": tempfile.mkdtemp(prefix=f"check-{color}-")}
+           "METRICS_DIR": tempfile.mkdtemp(prefix=f"check-{color}-"), **(overrides or {})}
     log_dir.mkdir(parents=True, exist_ok=True)
     server = Server(color, free_port(), env, workers=workers,
-                    log_path=log_dir / f"check-{color}.log").start()
+                    log_path=log_dir / f"check-{tag + '-' if tag else ''}{color}.log").start()
     return CheckServer(color, server, namespace, tables, moto_url)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: connecting to it is refused."""
+    return free_port()  # bound and closed again at once
+
+
+def boot_with_dependencies_down(color: str, moto_url: str, log_dir: Path) -> CheckServer:
+    """A color whose agent and CloudWatch endpoints refuse connections (DynamoDB up)."""
+    down = f"http://127.0.0.1:{closed_port()}"
+    return boot(color, moto_url, down, log_dir, 1000, tag="down",
+                overrides={"CLOUDWATCH_ENDPOINT_URL": down, "AGENT_MAX_ATTEMPTS": "1"})
 
 
 def prepare_tables(servers: list[CheckServer]) -> None:
@@ -344,6 +361,66 @@ async def rate_limit_burst(servers: list[CheckServer], limit: int, extra: int) -
                        round(time.perf_counter() - started, 2))
 
 
+def _request(method: str, path: str, port: int, api_key: str, body: bytes = b"") -> bytes:
+    head = (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-API-Key: {api_key}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n")
+    return head.encode() + body
+
+
+DOWN_EXPECTED = (("chat", 503, "AGENT_UNAVAILABLE"), ("get-session", 404, "SESSION_NOT_FOUND"),
+                 ("health-detailed", 503, None), ("health", 200, None))
+
+
+def down_verdict(replies: dict[str, list[Reply]]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Figures and failures of ``dependency_down`` from each color's answers, in the order of
+    :data:`DOWN_EXPECTED`."""
+    figures: dict[str, dict[str, Any]] = {}
+    failures: list[str] = []
+    for color, answers in replies.items():
+        bodies = [a.json if isinstance(a.json, dict) else {} for a in answers]
+        checks_seen = {c.get("name"): c.get("status") for c in bodies[2].get("checks", [])
+                       } if len(bodies) > 2 else {}
+        figures[color] = {
+            "statuses": [a.status for a in answers],
+            "error_codes": [b.get("error_code") for b in bodies],
+            "detailed_checks": checks_seen,
+            "envelope_keys": sorted(bodies[0]) if bodies else [],
+            "retry_after": answers[0].headers.get("retry-after") if answers else None,
+        }
+        for (step, status, code), answer, body in zip(DOWN_EXPECTED, answers, bodies,
+                                                      strict=False):
+            if answer.status != status or (code and body.get("error_code") != code):
+                failures.append(f"{color} {step}: expected {status} {code or ''}, got "
+                                f"{answer.status} {body.get('error_code') or answer.error or ''}")
+        if checks_seen != {"dynamodb": "up", "agent": "down"}:
+            failures.append(f"{color} health-detailed: checks {checks_seen}")
+    failures += color_differences(figures, ("statuses", "error_codes", "detailed_checks",
+                                            "envelope_keys", "retry_after"))
+    return figures, failures
+
+
+async def dependency_down(servers: list[CheckServer]) -> CheckResult:
+    started = time.perf_counter()
+    replies: dict[str, list[Reply]] = {}
+    sid = f"down-{uuid.uuid4().hex[:12]}"  # the same id in each color (each has its own tables)
+    for s in servers:
+        port = s.server.port
+        steps = [_request("POST", CHAT, port, BURST_KEY, json.dumps(
+                     {"message": "is anyone there?", "session_id": sid}).encode()),
+                 _request("GET", f"{CHAT}/sessions/{sid}", port, BURST_KEY),
+                 _request("GET", "/health/detailed", port, BURST_KEY),
+                 _request("GET", "/health", port, BURST_KEY)]
+        answers = []
+        for raw in steps:  # one after the other: the read must follow the chat
+            tasks, _ = await send_all(port, [raw], timeout_s=30)
+            answers.append(await tasks[0])
+        replies[s.color] = answers
+    figures, failures = down_verdict(replies)
+    return CheckResult("dependency_down", not failures, figures, failures,
+                       round(time.perf_counter() - started, 2))
+
+
 def datum_accounting(expected: dict[str, float], got: dict[str, float]) -> dict[str, Any]:
     """Observations per ``metric|endpoint`` that should have reached CloudWatch vs did (pure)."""
     lost = {k: v - got.get(k, 0.0) for k, v in expected.items() if v > got.get(k, 0.0)}
@@ -408,13 +485,17 @@ async def graceful_shutdown(servers: list[CheckServer], in_flight: int = 30,
 
 
 async def run_checks(servers: list[CheckServer], names: list[str], limit: int = 20,
-                     extra: int = 15, in_flight: int = 30, latency_ms: int = 1000
-                     ) -> list[CheckResult]:
-    """Wait for the servers, then the burst (if named), then the shutdown (which stops them)."""
-    await asyncio.gather(*(s.wait_healthy() for s in servers))
+                     extra: int = 15, in_flight: int = 30, latency_ms: int = 1000,
+                     down: list[CheckServer] | None = None) -> list[CheckResult]:
+    """Wait for the servers, then the burst (if named), the dependencies down (on ``down``, the
+    servers booted with :func:`boot_with_dependencies_down`), then the shutdown (which stops
+    the first servers)."""
+    await asyncio.gather(*(s.wait_healthy() for s in [*servers, *(down or [])]))
     out = []
     if "rate_limit_burst" in names:
         out.append(await rate_limit_burst(servers, limit, extra))
+    if "dependency_down" in names and down:
+        out.append(await dependency_down(down))
     if "graceful_shutdown" in names:
         out.append(await graceful_shutdown(servers, in_flight, latency_ms, limit))
     return out
@@ -429,6 +510,7 @@ class CheckRun:
         self.log_dir = log_dir
         self.limit = limit
         self.servers: list[CheckServer] = []
+        self.down: list[CheckServer] = []
         self._helpers: list[Any] = []
 
     def start(self) -> CheckRun:
@@ -441,6 +523,9 @@ class CheckRun:
         self.moto, self.emulator = moto, emulator
         self.servers = [boot(color, moto.url, emulator.url, self.log_dir, self.limit)
                         for color in COLORS]
+        if "dependency_down" in self.names:
+            self.down = [boot_with_dependencies_down(color, moto.url, self.log_dir)
+                         for color in COLORS]
         return self
 
     def run(self) -> list[CheckResult]:
@@ -448,8 +533,9 @@ class CheckRun:
         try:
             self.moto.wait()
             self.emulator.wait()
-            prepare_tables(self.servers)
-            results = asyncio.run(run_checks(self.servers, self.names, self.limit))
+            prepare_tables([*self.servers, *self.down])
+            results = asyncio.run(run_checks(self.servers, self.names, self.limit,
+                                             down=self.down))
         except Exception as exc:  # a check that cannot run fails, it does not vanish
             results = [CheckResult(n, False, {}, [f"could not run: {exc!r}"],
                                    round(time.perf_counter() - started, 2)) for n in self.names]
@@ -458,7 +544,7 @@ class CheckRun:
         return results
 
     def close(self) -> None:
-        for s in self.servers:
+        for s in [*self.servers, *self.down]:
             s.server.stop()
         for helper in self._helpers:
             helper.stop()

@@ -16,6 +16,7 @@ from parity_tests.harness.checks import (
     Reply,
     burst_verdict,
     datum_accounting,
+    down_verdict,
     selected,
 )
 
@@ -72,10 +73,41 @@ def test_datum_accounting_counts_lost_and_extra_observations() -> None:
     assert datum_accounting(expected, dict(expected))["datums_lost"] == 0
 
 
+def down_answers(chat_code: str = "AGENT_UNAVAILABLE", agent: str = "down") -> list[Reply]:
+    def error(status: int, code: str) -> Reply:
+        return Reply(status, {"retry-after": "1"} if status == 503 else {}, json.dumps(
+            {"error": "e", "error_code": code, "timestamp": "t", "request_id": "r"}).encode())
+
+    detailed = {"status": "unhealthy", "checks": [
+        {"name": "dynamodb", "status": "up"}, {"name": "agent", "status": agent}]}
+    return [error(503, chat_code), error(404, "SESSION_NOT_FOUND"),
+            Reply(503, {}, json.dumps(detailed).encode()), Reply(200, {}, b'{"status": "ok"}')]
+
+
+def test_dependencies_down_pass_when_both_colors_answer_as_decided() -> None:
+    figures, failures = down_verdict({"blue": down_answers(), "green": down_answers()})
+    assert failures == []
+    assert figures["green"]["statuses"] == [503, 404, 503, 200]
+
+
+def test_dependencies_down_fail_on_another_code_or_a_stored_chat() -> None:
+    _, failures = down_verdict({"blue": down_answers(),
+                                "green": down_answers(chat_code="AGENT_ERROR", agent="up")})
+    text = "\n".join(failures)
+    assert "green chat: expected 503 AGENT_UNAVAILABLE" in text
+    assert "green health-detailed: checks" in text
+    assert "differ in error_codes" in text
+    stored = down_answers()
+    stored[1] = Reply(200, {}, b'{"session_id": "s"}')
+    _, failures = down_verdict({"blue": stored, "green": down_answers()})
+    assert any("blue get-session: expected 404" in f for f in failures)
+
+
 def test_k_filter_runs_checks_only_when_named() -> None:
-    assert selected(None) == ["rate_limit_burst", "graceful_shutdown"]
+    every = ["rate_limit_burst", "dependency_down", "graceful_shutdown"]
+    assert selected(None) == every
     assert selected("sessions") == []
-    assert selected("checks/") == ["rate_limit_burst", "graceful_shutdown"]
+    assert selected("checks/") == every
     assert selected("graceful") == ["graceful_shutdown"]
     assert selected(None, enabled=False) == []
 
