@@ -282,8 +282,9 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         f"{summary.get('failed_checks', 0)}/{len(summary.get('checks', []))} checks failed")
 
 
-CHECK_FIGURES = ("sent", "accepted", "refused", "in_flight_at_sigterm", "lost_responses",
-                 "datums_expected", "datums_lost", "datums_extra", "exit_s")
+CHECK_FIGURES = ("sent", "accepted", "refused", "statuses", "error_codes", "detailed_checks",
+                 "in_flight_at_sigterm", "lost_responses", "datums_expected", "datums_lost",
+                 "datums_extra", "exit_s")
 
 
 def print_checks(checks: list[dict[str, Any]], console: Console) -> None:
