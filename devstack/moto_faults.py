@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gzip
 import io
 import json
 import logging
@@ -197,6 +198,10 @@ class FaultInjector:
         if service not in ("dynamodb", "monitoring"):
             return self.app(environ, start_response)
         body = self._read_body(environ)
+        if "gzip" in environ.get("HTTP_CONTENT_ENCODING", "").lower():
+            # botocore gzips PutMetricData bodies from 10 KiB on; moto is handed them as sent
+            with contextlib.suppress(OSError, EOFError):
+                body = gzip.decompress(body)
         text = body.decode("utf-8", errors="replace")
         if service == "dynamodb":
             target = environ.get("HTTP_X_AMZ_TARGET", "")

@@ -179,3 +179,21 @@ def test_cloudwatch_down_then_up(server: FaultyMotoServer) -> None:
     cw.put_metric_data(Namespace=namespace, MetricData=datum)
     assert [m["MetricName"] for m in cw.list_metrics(Namespace=namespace)["Metrics"]] == [
         "RequestCount"]
+
+
+def test_a_gzipped_batch_is_counted_under_its_namespace(server: FaultyMotoServer) -> None:
+    """botocore gzips PutMetricData bodies from 10 KiB on: the outage is still counted under the
+    batch's namespace (the parity harness waits on that count), and moto still reads the body."""
+    cw = client(server, "cloudwatch")
+    namespace = f"Faults/{uuid.uuid4().hex[:8]}"
+    data = [{"MetricName": "RequestCount", "Value": 1.0, "Unit": "Count",
+             "Dimensions": [{"Name": "Endpoint", "Value": f"/e/{i:04d}/" + "x" * 40}]}
+            for i in range(300)]  # well over 10 KiB
+    httpx.post(server.url + "/_faults/config", json={"cloudwatch": "down"})
+    with pytest.raises(ConnectionClosedError):
+        cw.put_metric_data(Namespace=namespace, MetricData=data)
+    assert httpx.get(server.url + "/_faults/config").json()["injected"]["cloudwatch"] == {
+        namespace: 1}
+    httpx.post(server.url + "/_faults/config", json={"cloudwatch": "up"})
+    cw.put_metric_data(Namespace=namespace, MetricData=data)
+    assert len(cw.list_metrics(Namespace=namespace)["Metrics"]) == 300
