@@ -192,8 +192,8 @@ def test_a_gzipped_batch_is_counted_under_its_namespace(server: FaultyMotoServer
     httpx.post(server.url + "/_faults/config", json={"cloudwatch": "down"})
     with pytest.raises(ConnectionClosedError):
         cw.put_metric_data(Namespace=namespace, MetricData=data)
-    assert httpx.get(server.url + "/_faults/config").json()["injected"]["cloudwatch"] == {
-        namespace: 1}
+    assert httpx.get(server.url + "/_faults/config").json()["injected"]["cloudwatch"][
+        namespace] == 1
     httpx.post(server.url + "/_faults/config", json={"cloudwatch": "up"})
     cw.put_metric_data(Namespace=namespace, MetricData=data)
     assert len(cw.list_metrics(Namespace=namespace)["Metrics"]) == 300
