@@ -68,6 +68,8 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from devstack.moto_atomic import install as install_atomic_writes
+
 log = logging.getLogger("devstack.moto_faults")
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -351,12 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
-    try:  # atomic DynamoDB writes, as devstack's in-process moto has them
-        from devstack.moto_atomic import install
-    except ImportError:
-        pass
-    else:
-        install()
+    install_atomic_writes()  # as devstack's in-process moto has them
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
