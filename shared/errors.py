@@ -157,7 +157,8 @@ CATALOGUE: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.SESSION_WRITE_FAILED: ErrorSpec(
         503,
         "The answer was not returned because the session could not be saved; retry.",
-        "the agent answered but persisting the session failed (no silent loss)",
+        "the agent answered but persisting the session failed or could not be confirmed "
+        "(no silent loss)",
         retry_after_s=1,
     ),
     ErrorCode.INTERNAL_ERROR: ErrorSpec(
