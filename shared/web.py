@@ -27,9 +27,9 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 MAX_JSON_DEPTH = 32
 MAX_PATH_CHARS = 2048
-# The request target as sent (percent-encoded path, "?", query). gunicorn refuses request lines
-# over 8190 bytes with its own HTML 414 before blue's app runs, while green's server passes them
-# on: the shared rule answers 414 URI_TOO_LONG first, in both colors, below that limit.
+# The request target as sent (percent-encoded path, "?", query): over this, 414 URI_TOO_LONG in
+# both colors. gunicorn's own request-line limit (HTML 414, at most 8190 bytes) is switched off
+# in legacy_flask/gunicorn.conf.py, so this rule decides; uvicorn refuses targets over 64 KiB.
 MAX_TARGET_BYTES = 8000
 # Header limits, decided here rather than by each server (gunicorn answers its own HTML 431 past
 # 8190 bytes a line or 100 fields; uvicorn has no limit): gunicorn's are raised past these.
