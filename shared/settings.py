@@ -126,6 +126,9 @@ class Settings(BaseSettings):
                                             description="How often buffered metrics are sent.")
     metrics_buffer_max: int = Field(default=100_000, ge=100,
                                     description="Observations buffered before new ones drop.")
+    metrics_storage_resolution: int = Field(
+        default=60, description="1 or 60: the datums' StorageResolution and their aggregation "
+        "bucket (1: per second, high resolution, for gates on short windows; 60: per minute).")
     metrics_dir: str | None = Field(
         default=None,
         description="Directory shared by one instance's workers for /metrics and "
@@ -145,6 +148,13 @@ class Settings(BaseSettings):
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("metrics_storage_resolution")
+    @classmethod
+    def _resolution(cls, value: int) -> int:
+        if value not in (1, 60):
+            raise ValueError("must be 1 (high resolution) or 60 (standard)")
+        return value
 
     @field_validator("cors_origins")
     @classmethod

@@ -1,12 +1,24 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import math
+import random
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from shared.calls import AwsCall, Call, run_sync
-from shared.metrics import MAX_SEND_ATTEMPTS, MetricBuffer, flush, outcome_metric
+from shared.metrics import (
+    MAX_DATUMS_PER_CALL,
+    MAX_SEND_ATTEMPTS,
+    MAX_VALUES_PER_CALL,
+    MAX_VALUES_PER_DATUM,
+    RELATIVE_ERROR,
+    MetricBuffer,
+    bucketed,
+    flush,
+    outcome_metric,
+)
 from shared.perfwindow import PerfWindow, percentile
 
 pytestmark = pytest.mark.unit
@@ -29,11 +41,86 @@ def test_buffer_aggregates_per_minute_and_endpoint() -> None:
     assert by_name["ErrorCount"]["StatisticValues"]["Sum"] == 1
     lat = by_name["RequestLatency"]
     assert lat["Unit"] == "Milliseconds"
-    assert lat["StatisticValues"] == {"SampleCount": 3.0, "Sum": 45.0, "Minimum": 5.0,
-                                      "Maximum": 30.0}
+    assert "StatisticValues" not in lat  # percentiles need the values
+    assert lat["Values"] == [bucketed(5.0), bucketed(10.0), bucketed(30.0)]
+    assert lat["Counts"] == [1.0, 1.0, 1.0]
     assert lat["Dimensions"] == [{"Name": "Endpoint", "Value": "/api/v1/chat"}]
+    assert {d["Timestamp"] for d in batch.datums} == {T.replace(second=0)}
+    assert {d["StorageResolution"] for d in batch.datums} == {60}
     assert batch.observations == 3
     assert buf.take() == []
+
+
+def test_bucketing_stays_within_the_relative_error() -> None:
+    rng = random.Random(7)
+    samples = [rng.lognormvariate(3, 2) for _ in range(20_000)]
+    samples += [1e-3, 0.5, 1.0, 999.999, 1000.0, 1000.001, 60_000.0, 3_600_000.0]
+    worst = max(abs(bucketed(v) - v) / v for v in samples)
+    assert worst <= RELATIVE_ERROR
+    assert worst > RELATIVE_ERROR / 2  # the buckets are not needlessly fine
+    assert bucketed(0.0) == 0.0
+    assert bucketed(-1.0) == 0.0
+    assert bucketed(math.nan) == 0.0
+    # deterministic and monotonic: both colors publish the same value for the same latency
+    assert bucketed(123.456) == bucketed(123.456)
+    ordered = sorted(samples)
+    published = [bucketed(v) for v in ordered]
+    assert published == sorted(published)
+    # a bucket's representative is a fixed point: re-bucketing changes nothing
+    assert all(bucketed(p) == p for p in published[::97])
+
+
+def test_more_than_150_distinct_latencies_split_into_datums_totals_kept() -> None:
+    buf = MetricBuffer("ns")
+    latencies = [1.0 * 1.05 ** i for i in range(400)]  # about 1 bucket apart or more
+    for ms in latencies:
+        buf.record("/api/v1/chat", 200, ms, when=T)
+        buf.record("/api/v1/chat", 200, ms, when=T)  # each one twice
+    (batch,) = buf.take()
+    lat = [d for d in batch.datums if d["MetricName"] == "RequestLatency"]
+    assert len(lat) > 2
+    assert all(len(d["Values"]) == len(d["Counts"]) <= MAX_VALUES_PER_DATUM for d in lat)
+    values = [v for d in lat for v in d["Values"]]
+    assert len(values) == len(set(values)) == len({bucketed(ms) for ms in latencies})
+    assert values == sorted(values)
+    assert sum(c for d in lat for c in d["Counts"]) == 800  # the SampleCount CloudWatch sums
+    (count,) = [d for d in batch.datums if d["MetricName"] == "RequestCount"]
+    assert count["StatisticValues"]["SampleCount"] == 800
+    assert batch.observations == 800
+    assert len({(d["Timestamp"], str(d["Dimensions"])) for d in lat}) == 1
+
+
+def test_a_batch_holds_at_most_max_values_per_call() -> None:
+    buf = MetricBuffer("ns")
+    minutes = 3 * MAX_VALUES_PER_CALL // MAX_VALUES_PER_DATUM // 2
+    for m in range(minutes):  # 150 distinct latencies in each of many minutes
+        for i in range(MAX_VALUES_PER_DATUM):
+            buf.record("/e", 200, 1.0 * 1.05 ** i, when=T + timedelta(minutes=m))
+    batches = buf.take()
+    assert len(batches) >= 2
+    for b in batches:
+        assert len(b.datums) <= MAX_DATUMS_PER_CALL
+        assert sum(len(d.get("Values", ())) or 1 for d in b.datums) <= MAX_VALUES_PER_CALL
+    total = sum(c for b in batches for d in b.datums if d["MetricName"] == "RequestLatency"
+                for c in d["Counts"])
+    assert total == minutes * MAX_VALUES_PER_DATUM
+    assert sum(b.observations for b in batches) == minutes * MAX_VALUES_PER_DATUM
+
+
+def test_storage_resolution_1_buckets_per_second() -> None:
+    buf = MetricBuffer("ns", storage_resolution=1)
+    for offset_ms in (0, 400, 999, 1000, 2500):
+        buf.record("/health", 200, 2.0, when=T + timedelta(milliseconds=offset_ms))
+    (batch,) = buf.take()
+    assert {d["StorageResolution"] for d in batch.datums} == {1}
+    by_second = {d["Timestamp"]: d["StatisticValues"]["SampleCount"] for d in batch.datums
+                 if d["MetricName"] == "RequestCount"}
+    assert by_second == {T: 3.0, T + timedelta(seconds=1): 1.0, T + timedelta(seconds=2): 1.0}
+    lat = {d["Timestamp"]: d["Counts"] for d in batch.datums
+           if d["MetricName"] == "RequestLatency"}
+    assert lat == {T: [3.0], T + timedelta(seconds=1): [1.0], T + timedelta(seconds=2): [1.0]}
+    with pytest.raises(ValueError, match="1 or 60"):
+        MetricBuffer("ns", storage_resolution=5)
 
 
 def test_full_buffer_drops_and_counts() -> None:

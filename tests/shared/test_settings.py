@@ -44,3 +44,13 @@ def test_incoherent_settings_are_refused() -> None:
     with pytest.raises(SettingsError, match="dev key"):
         load_settings(environment="prod", api_keys=DEV_API_KEY)
     assert Settings(environment="local", api_keys=DEV_API_KEY).api_keys
+
+
+def test_metrics_storage_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().metrics_storage_resolution == 60
+    monkeypatch.setenv("METRICS_STORAGE_RESOLUTION", "1")
+    assert load_settings().metrics_storage_resolution == 1
+    for bad in ("5", "0", "1.5", "high"):
+        monkeypatch.setenv("METRICS_STORAGE_RESOLUTION", bad)
+        with pytest.raises(SettingsError, match="METRICS_STORAGE_RESOLUTION"):
+            load_settings()
