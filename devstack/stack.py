@@ -25,7 +25,13 @@ import boto3
 from devstack.agent_emulator import AgentEmulator
 from devstack.moto_atomic import install as install_atomic_writes
 from devstack.moto_faults import FaultyMotoServer
-from shared.sessions import TTL_ATTRIBUTE, rate_limit_table_spec, sessions_table_spec
+from shared.sessions import (
+    CUTOVER_TABLE,
+    TTL_ATTRIBUTE,
+    cutover_table_spec,
+    rate_limit_table_spec,
+    sessions_table_spec,
+)
 from shared.settings import DEV_API_KEY, Settings
 
 log = logging.getLogger("devstack")
@@ -54,6 +60,16 @@ def create_tables(endpoint: str, sessions_table: str, rate_limit_table: str,
             TableName=spec["TableName"],
             TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
         )
+
+
+def create_cutover_table(endpoint: str, name: str = CUTOVER_TABLE,
+                         region: str = "us-east-1") -> None:
+    """The cutover controller's state table (deploy/state.py), idempotent."""
+    ddb = boto3.client("dynamodb", endpoint_url=endpoint, region_name=region,
+                       aws_access_key_id="testing", aws_secret_access_key="testing")  # noqa: S106
+    if name not in ddb.list_tables()["TableNames"]:
+        ddb.create_table(**cutover_table_spec(name))
+        ddb.get_waiter("table_exists").wait(TableName=name)
 
 
 @dataclass
@@ -97,6 +113,7 @@ class DevStack:
         self.agent.start()
         for sessions, limits in self.tables:
             create_tables(self.moto_url, sessions, limits, streams=self.streams)
+        create_cutover_table(self.moto_url)
         return self
 
     def stop(self) -> None:

@@ -189,3 +189,16 @@ def rate_limit_table_spec(name: str) -> dict[str, Any]:
 
 
 TTL_ATTRIBUTE = "expires_at"
+CUTOVER_TABLE = "chat_cutovers"
+CUTOVER_KEY = "cutover_id"
+
+
+def cutover_table_spec(name: str = CUTOVER_TABLE) -> dict[str, Any]:
+    """The cutover controller's state: one item per cutover, and one lease-lock item per
+    traffic rule (``lock:<rule arn>``), both under ``cutover_id`` (deploy/state.py)."""
+    return {
+        "TableName": name,
+        "BillingMode": "PAY_PER_REQUEST",
+        "AttributeDefinitions": [{"AttributeName": CUTOVER_KEY, "AttributeType": "S"}],
+        "KeySchema": [{"AttributeName": CUTOVER_KEY, "KeyType": "HASH"}],
+    }
