@@ -107,7 +107,7 @@ def judge_error_rate(gate: ErrorRateGate, blue: ColorFigures, green: ColorFigure
     name = "error_rate"
     g_rate = green.error_rate
     # overwhelming evidence needs no full sample: errors alone already over the cap at `need`
-    if green.errors_5xx > gate.max * need:
+    if green.requests < need and green.errors_5xx > gate.max * need:
         return GateResult(name, scope, "fail", f"green {green.errors_5xx:.0f} 5xx in "
                           f"{green.requests:.0f} requests, over {_pct(gate.max)} of {need}")
     if green.requests < need or g_rate is None:

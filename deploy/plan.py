@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 PLANS = Path(__file__).resolve().parent / "plans"
 DEFAULT_PLAN = PLANS / "default.yaml"
@@ -129,14 +129,15 @@ class Plan(_Model):
     lease_s: float = Field(default=60, ge=2, description="the lock's lease; renewed every "
                            "third of it")
 
-    @model_validator(mode="after")
-    def _steps(self) -> Plan:
-        weights = [s.weight for s in self.steps]
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, steps: tuple[Step, ...]) -> tuple[Step, ...]:
+        weights = [s.weight for s in steps]
         if weights != sorted(set(weights)):
-            raise ValueError("steps: weights must strictly increase")
-        if weights[-1] != 100:
-            raise ValueError("steps: the last step must be weight 100")
-        return self
+            raise ValueError("weights must strictly increase")
+        if weights and weights[-1] != 100:
+            raise ValueError("the last step must be weight 100")
+        return steps
 
     @property
     def digest(self) -> str:
