@@ -1,4 +1,4 @@
-"""Helper processes of the local stack: moto, the agent emulator, dynalite.
+"""Helper processes of the local stack: moto, the agent emulator, the load balancer, dynalite.
 
 One way to start them (output to a log file), wait until they listen, and stop them (SIGTERM by
 pid, then SIGKILL after a grace period), shared by the parity harness, its run-level checks,
@@ -8,10 +8,12 @@ GIL and its own CPU reading. The app servers themselves are :class:`devstack.run
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +125,29 @@ class MotoProcess(HelperProcess):
 
     def wait(self) -> None:
         self.wait_listening(60)
+
+
+class LoadBalancerProcess(HelperProcess):
+    """The local ALB data plane (:mod:`devstack.loadbalancer`) in its own process.
+
+    ``listeners`` maps each listener ARN to its local port (0: a free one, picked here);
+    ``extra`` are more CLI arguments (``--seed``, ``--poll-interval-s``...). ``url`` is the
+    admin URL (``/_lb/stats``); ``listener_urls`` maps each listener ARN to its URL."""
+
+    def __init__(self, log: Path, aws_url: str, listeners: Mapping[str, int],
+                 *extra: str) -> None:
+        admin = free_port()
+        self.ports = {arn: port or free_port() for arn, port in listeners.items()}
+        args = [arg for arn, port in self.ports.items() for arg in ("--listener", f"{arn}={port}")]
+        super().__init__("load balancer", [
+            sys.executable, "-m", "devstack.loadbalancer", "--aws-url", aws_url,
+            "--admin-port", str(admin), *args, *extra], log, admin, pipe_stdout=True)
+        self.listener_urls = {arn: f"http://127.0.0.1:{port}" for arn, port in self.ports.items()}
+        self.info: dict[str, Any] = {}
+
+    def wait(self) -> None:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()  # one JSON line once every port listens
+        if not line:
+            raise RuntimeError(f"the load balancer did not start; see {self.log_path}")
+        self.info = json.loads(line)
