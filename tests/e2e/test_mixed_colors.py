@@ -1,0 +1,343 @@
+"""Mixed-color conversations: blue (gunicorn) and green (uvicorn) on ONE sessions table and ONE
+rate-limit table, as in production behind a weighted ALB rule without stickiness, where each
+turn of a conversation may land on either color. Every turn, read, list and delete is checked
+across the colors: the history, counts, owner and expiry come out as if one color had served
+them all, and the colors' answers are byte-identical where they must be."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from devstack.agent_emulator import reply_for
+from devstack.procs import free_port
+from devstack.run import Server
+from devstack.stack import DevStack
+from shared.contracts import ChatResponse, SessionList, SessionRecord
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+
+HISTORY_LIMIT = 8  # messages: 4 turns are kept whole, more are trimmed
+TTL_S = 3600
+COLORS = ("blue", "green")
+# headers that differ per request or per server by nature; everything else must be equal.
+# "connection" is hop-by-hop (gunicorn's sync workers close each connection; the ALB terminates
+# client connections itself), so it never reaches a client through the load balancer.
+VOLATILE_HEADERS = {"x-request-id", "date", "server", "x-app-color", "x-ratelimit-remaining",
+                    "connection"}
+VOLATILE_FIELDS = {"request_id", "timestamp", "processing_time_ms"}
+
+
+@dataclass
+class Colors:
+    http: dict[str, httpx.Client]
+    servers: dict[str, Server]
+    api_key: str
+
+
+@pytest.fixture(scope="module")
+def colors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Colors]:
+    logs = tmp_path_factory.mktemp("mixed")
+    api_key = f"mixed-{uuid.uuid4().hex}"  # our own rate-limit bucket
+    with DevStack() as stack:
+        env = {**stack.env(), "API_KEYS": api_key, "METRICS_FLUSH_INTERVAL_S": "60",
+               "SESSION_HISTORY_LIMIT": str(HISTORY_LIMIT), "SESSION_TTL_S": str(TTL_S),
+               "RATE_LIMIT_REQUESTS": "100000"}
+        servers = {c: Server(c, free_port(), env, workers=2, log_path=logs / f"{c}.log")
+                   for c in COLORS}
+        try:
+            for srv in servers.values():
+                srv.start()
+            for srv in servers.values():
+                srv.wait_healthy(30)
+            clients = {c: httpx.Client(base_url=s.url, headers={"X-API-Key": api_key},
+                                       timeout=15) for c, s in servers.items()}
+            try:
+                yield Colors(clients, servers, api_key)
+            finally:
+                for client in clients.values():
+                    client.close()
+        finally:
+            for srv in servers.values():
+                srv.stop()
+
+
+def other(color: str) -> str:
+    return "green" if color == "blue" else "blue"
+
+
+def chat(colors: Colors, color: str, message: str, user_id: str,
+         session_id: str | None = None) -> httpx.Response:
+    body: dict[str, Any] = {"message": message, "user_id": user_id}
+    if session_id is not None:
+        body["session_id"] = session_id
+    resp = colors.http[color].post("/api/v1/chat", json=body)
+    assert resp.headers["x-app-color"] == color
+    return resp
+
+
+def raw(colors: Colors, color: str, method: str, path: str) -> httpx.Response:
+    """The answer with its body exactly as sent (not decompressed)."""
+    client = colors.http[color]
+    resp = client.send(client.build_request(method, path), stream=True)
+    try:
+        resp._content = b"".join(resp.iter_raw())
+    finally:
+        resp.close()
+    assert resp.headers["x-app-color"] == color
+    return resp
+
+
+def comparable_headers(resp: httpx.Response) -> dict[str, str]:
+    return {k: v for k, v in resp.headers.items() if k not in VOLATILE_HEADERS}
+
+
+def normalized(body: bytes) -> Any:
+    def walk(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: ("<volatile>" if k in VOLATILE_FIELDS else walk(v))
+                    for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        return value
+    return walk(json.loads(body))
+
+
+def expected_messages(texts: list[str]) -> list[tuple[str, str]]:
+    full = [m for t in texts for m in (("user", t), ("assistant", reply_for(t)))]
+    return full[-HISTORY_LIMIT:]
+
+
+def check_record(record: SessionRecord, texts: list[str], user_id: str,
+                 turn_times: list[datetime]) -> None:
+    assert [(m.role, m.content) for m in record.messages] == expected_messages(texts)
+    assert record.message_count == 2 * len(texts)
+    assert record.user_id == user_id
+    assert record.updated_at == turn_times[-1]
+    # the TTL runs from the last turn (stored in whole seconds, shared/sessions.py)
+    assert record.expires_at == (record.updated_at + timedelta(seconds=TTL_S)).replace(
+        microsecond=0)
+    stamps = [m.timestamp for m in record.messages]
+    assert stamps == sorted(stamps)
+    assert stamps[-1] == turn_times[-1]
+
+
+def converse(colors: Colors, first: str, turns: int, tag: str) -> tuple[str, str, list[str]]:
+    """One conversation whose turns alternate colors, starting with ``first``; each turn is
+    checked by reading the session back through the color that did NOT serve it."""
+    user_id = f"u-{tag}-{uuid.uuid4().hex[:8]}"
+    texts: list[str] = []
+    times: list[datetime] = []
+    expiries: list[datetime] = []
+    session_id: str | None = None
+    color = first
+    for turn in range(turns):
+        text = f"{tag} turn {turn} via {color}"
+        resp = chat(colors, color, text, user_id, session_id)
+        assert resp.status_code == 200, (color, turn, resp.text)
+        answer = ChatResponse.model_validate_json(resp.content)
+        assert answer.response == reply_for(text)
+        if session_id is None:
+            session_id = answer.session_id
+        assert answer.session_id == session_id
+        texts.append(text)
+        times.append(answer.timestamp)
+        got = colors.http[other(color)].get(f"/api/v1/chat/sessions/{session_id}")
+        assert got.status_code == 200, got.text
+        record = SessionRecord.model_validate_json(got.content)
+        check_record(record, texts, user_id, times)
+        expiries.append(record.expires_at)
+        color = other(color)
+    assert session_id is not None
+    assert times == sorted(times)
+    assert len(set(times)) == len(times)
+    assert expiries == sorted(expiries)
+    return session_id, user_id, texts
+
+
+@pytest.mark.parametrize("first", COLORS)
+@pytest.mark.parametrize("turns", [4, 7], ids=["within-limit", "trimmed"])
+def test_alternating_turns_keep_one_history(colors: Colors, first: str, turns: int) -> None:
+    session_id, user_id, texts = converse(colors, first, turns, f"alt{turns}{first[0]}")
+    # both colors now read exactly the same bytes
+    answers = [raw(colors, c, "GET", f"/api/v1/chat/sessions/{session_id}") for c in COLORS]
+    assert [a.status_code for a in answers] == [200, 200]
+    assert answers[0].content == answers[1].content
+    assert comparable_headers(answers[0]) == comparable_headers(answers[1])
+    record = SessionRecord.model_validate_json(colors.http["blue"].get(
+        f"/api/v1/chat/sessions/{session_id}").content)
+    assert record.message_count == 2 * turns
+    assert len(record.messages) == min(2 * turns, HISTORY_LIMIT)
+    assert [m.content for m in record.messages] == [c for _, c in expected_messages(texts)]
+    assert record.user_id == user_id
+
+
+def test_expiry_moves_forward_across_colors(colors: Colors) -> None:
+    """A turn on the other color a second later pushes expires_at forward by that second."""
+    user_id = f"u-exp-{uuid.uuid4().hex[:8]}"
+    first = chat(colors, "green", "expiry one", user_id)
+    assert first.status_code == 200, first.text
+    sid = ChatResponse.model_validate_json(first.content).session_id
+    before = SessionRecord.model_validate_json(
+        colors.http["blue"].get(f"/api/v1/chat/sessions/{sid}").content)
+    time.sleep(1.1)  # past the next whole second: expiries are stored in whole seconds
+    second = chat(colors, "blue", "expiry two", user_id, sid)
+    assert second.status_code == 200, second.text
+    after = SessionRecord.model_validate_json(
+        colors.http["green"].get(f"/api/v1/chat/sessions/{sid}").content)
+    assert after.expires_at > before.expires_at
+    assert after.created_at == before.created_at
+    assert after.updated_at > before.updated_at
+
+
+def test_the_rate_limit_is_one_counter_for_both_colors(colors: Colors) -> None:
+    remaining = []
+    for i in range(6):
+        resp = colors.http[COLORS[i % 2]].get("/api/v1/users/nobody-rl/sessions")
+        assert resp.status_code == 200, resp.text
+        remaining.append(int(resp.headers["x-ratelimit-remaining"]))
+    if len(set(remaining)) == len(remaining):  # no window boundary crossed
+        assert remaining == sorted(remaining, reverse=True)
+        assert remaining[0] - remaining[-1] == len(remaining) - 1  # one counter, not two
+
+
+@pytest.mark.parametrize("creator", COLORS)
+def test_read_list_delete_by_the_other_color(colors: Colors, creator: str) -> None:
+    reader = other(creator)
+    user_id = f"u-rld-{uuid.uuid4().hex[:8]}"
+    sids = []
+    for n in range(2):
+        resp = chat(colors, creator, f"made by {creator} #{n}", user_id)
+        assert resp.status_code == 200, resp.text
+        sids.append(ChatResponse.model_validate_json(resp.content).session_id)
+    # a chat answer from each color on the same (new) turn shape: same fields, same reply
+    replies = [chat(colors, c, "same text", f"{user_id}-{c}") for c in COLORS]
+    assert normalized(replies[0].content).keys() == normalized(replies[1].content).keys()
+    assert [json.loads(r.content)["response"] for r in replies] == [reply_for("same text")] * 2
+
+    for sid in sids:  # read: byte-for-byte, headers too
+        answers = {c: raw(colors, c, "GET", f"/api/v1/chat/sessions/{sid}") for c in COLORS}
+        assert answers[reader].status_code == answers[creator].status_code == 200
+        assert answers[reader].content == answers[creator].content
+        assert comparable_headers(answers[reader]) == comparable_headers(answers[creator])
+
+    path = f"/api/v1/users/{user_id}/sessions"  # list: byte-for-byte
+    listed = {c: raw(colors, c, "GET", path) for c in COLORS}
+    assert listed[reader].status_code == 200
+    assert listed[reader].content == listed[creator].content
+    assert comparable_headers(listed[reader]) == comparable_headers(listed[creator])
+    page = SessionList.model_validate(json.loads(listed[reader].content))
+    assert [s.session_id for s in page.sessions] == sids[::-1]  # newest first
+    assert all(s.message_count == 2 for s in page.sessions)
+    paged = {c: raw(colors, c, "GET", path + "?limit=1") for c in COLORS}
+    assert paged[reader].content == paged[creator].content
+    cursor = json.loads(paged[creator].content)["next_cursor"]
+    assert cursor
+    second = {c: raw(colors, c, "GET", f"{path}?limit=1&cursor={cursor}") for c in COLORS}
+    assert second[reader].content == second[creator].content  # one color's cursor, the other's page
+    assert [s["session_id"] for s in json.loads(second[reader].content)["sessions"]] == [sids[0]]
+
+    deleted = raw(colors, reader, "DELETE", f"/api/v1/chat/sessions/{sids[0]}")
+    assert deleted.status_code == 200, deleted.content
+    assert json.loads(deleted.content) == {"session_id": sids[0], "deleted": True}
+    again = raw(colors, creator, "DELETE", f"/api/v1/chat/sessions/{sids[1]}")
+    assert again.status_code == 200
+    assert comparable_headers(deleted) == comparable_headers(again)
+    # gone for both colors, with the same envelope
+    for sid in sids:
+        gone = {c: raw(colors, c, "GET", f"/api/v1/chat/sessions/{sid}") for c in COLORS}
+        assert [gone[c].status_code for c in COLORS] == [404, 404]
+        assert normalized(gone["blue"].content) == normalized(gone["green"].content)
+        assert json.loads(gone["blue"].content)["error_code"] == "SESSION_NOT_FOUND"
+        assert comparable_headers(gone["blue"]) == comparable_headers(gone["green"])
+        twice = {c: raw(colors, c, "DELETE", f"/api/v1/chat/sessions/{sid}") for c in COLORS}
+        assert [twice[c].status_code for c in COLORS] == [404, 404]
+        assert normalized(twice["blue"].content) == normalized(twice["green"].content)
+    empty = {c: raw(colors, c, "GET", path) for c in COLORS}
+    assert empty["blue"].content == empty["green"].content
+    assert json.loads(empty["blue"].content)["sessions"] == []
+    # a deleted session's id starts afresh on either color, owned by whoever comes next
+    fresh = chat(colors, reader, "after delete", "someone-else", sids[0])
+    assert fresh.status_code == 200, fresh.text
+    record = SessionRecord.model_validate_json(
+        colors.http[creator].get(f"/api/v1/chat/sessions/{sids[0]}").content)
+    assert record.user_id == "someone-else"
+    assert record.message_count == 2
+
+
+def test_owner_holds_across_colors(colors: Colors) -> None:
+    first = chat(colors, "blue", "mine", "owner-a")
+    assert first.status_code == 200
+    sid = ChatResponse.model_validate_json(first.content).session_id
+    refused = {c: chat(colors, c, "not yours", "intruder", sid) for c in COLORS}
+    assert [refused[c].status_code for c in COLORS] == [409, 409]
+    assert normalized(refused["blue"].content) == normalized(refused["green"].content)
+    assert refused["blue"].json()["error_code"] == "SESSION_USER_MISMATCH"
+    record = SessionRecord.model_validate_json(
+        colors.http["green"].get(f"/api/v1/chat/sessions/{sid}").content)
+    assert record.user_id == "owner-a"
+    assert record.message_count == 2
+
+
+def test_interleaved_conversations_on_both_colors(colors: Colors) -> None:
+    """Several conversations at once, each turn on the color a coin (seeded) picks, each turn
+    sent only after its previous one answered: all 200, every history whole and in order."""
+    conversations, turns = 6, 6
+    results: dict[int, tuple[str, str, list[str]]] = {}
+    failures: list[str] = []
+    start = threading.Barrier(conversations)
+
+    def run(n: int) -> None:
+        rng = random.Random(n)
+        pattern = [COLORS[n % 2], COLORS[(n + 1) % 2]]  # both colors in every conversation
+        pattern += [rng.choice(COLORS) for _ in range(turns - 2)]
+        user_id = f"u-mix{n}-{uuid.uuid4().hex[:6]}"
+        session_id: str | None = None
+        texts: list[str] = []
+        try:
+            start.wait(10)
+            for t, color in enumerate(pattern):
+                text = f"conv {n} turn {t}"
+                resp = chat(colors, color, text, user_id, session_id)
+                if resp.status_code != 200:
+                    failures.append(f"conv {n} turn {t} on {color}: {resp.status_code} "
+                                    f"{resp.text}")
+                    return
+                answer = ChatResponse.model_validate_json(resp.content)
+                if answer.response != reply_for(text):
+                    failures.append(f"conv {n} turn {t}: reply {answer.response!r}")
+                session_id = session_id or answer.session_id
+                texts.append(text)
+            assert session_id is not None
+            results[n] = (session_id, user_id, texts)
+        except Exception as exc:  # reported below, with the others
+            failures.append(f"conv {n}: {exc!r}")
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(conversations)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not failures
+    assert len(results) == conversations
+    for n, (sid, user_id, texts) in results.items():
+        bodies = []
+        for c in COLORS:
+            got = colors.http[c].get(f"/api/v1/chat/sessions/{sid}")
+            assert got.status_code == 200, (n, c, got.text)
+            bodies.append(got.content)
+        assert bodies[0] == bodies[1]
+        record = SessionRecord.model_validate_json(bodies[0])
+        assert [(m.role, m.content) for m in record.messages] == expected_messages(texts), n
+        assert record.message_count == 2 * turns
+        assert record.user_id == user_id
