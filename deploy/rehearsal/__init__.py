@@ -1,0 +1,1 @@
+"""The cutover rehearsal: its load generator and its timeline plot."""
