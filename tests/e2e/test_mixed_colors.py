@@ -6,6 +6,7 @@ them all, and the colors' answers are byte-identical where they must be."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import threading
@@ -14,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -341,3 +343,115 @@ def test_interleaved_conversations_on_both_colors(colors: Colors) -> None:
         assert [(m.role, m.content) for m in record.messages] == expected_messages(texts), n
         assert record.message_count == 2 * turns
         assert record.user_id == user_id
+
+
+# --- a write that landed but was answered too late: the SDK's retry must not be a 409 --------
+
+READ_TIMEOUT_S = 0.8
+LATE_MARKER = "landed-late"
+
+
+class _LateAnswerProxy(ThreadingHTTPServer):
+    """Forwards every DynamoDB call to moto; the first PutItem of a session that holds
+    LATE_MARKER (in a message) is forwarded (it lands) and its answer held past the client's
+    read timeout, as when a network answer is lost: the SDK retries the very same write."""
+
+    daemon_threads = True
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = httpx.Client(base_url=upstream, timeout=10)
+        self.delayed: set[str] = set()
+        self.lock = threading.Lock()
+        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _LateAnswerProxy
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # quiet
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        skip = {"host", "content-length", "connection", "accept-encoding"}
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+        upstream = self.server.upstream.post(self.path, content=body, headers=headers)
+        target = self.headers.get("X-Amz-Target", "")
+        if target.endswith(".PutItem") and LATE_MARKER.encode() in body:
+            sid = json.loads(body)["Item"]["session_id"]["S"]
+            with self.server.lock:
+                first = sid not in self.server.delayed
+                self.server.delayed.add(sid)
+            if first:
+                time.sleep(READ_TIMEOUT_S + 0.7)  # the write has landed; its answer is late
+        self.send_response(upstream.status_code)
+        for name, value in upstream.headers.items():
+            if name.lower() not in ("content-length", "connection", "transfer-encoding",
+                                    "content-encoding", "date", "server"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(upstream.content)))
+        self.end_headers()
+        with contextlib.suppress(OSError):  # the client may have given up on this answer
+            self.wfile.write(upstream.content)
+
+
+@pytest.fixture(scope="module")
+def late_colors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Colors]:
+    """Both colors with DynamoDB behind the late-answer proxy and a short read timeout."""
+    logs = tmp_path_factory.mktemp("late")
+    api_key = f"late-{uuid.uuid4().hex}"
+    with DevStack() as stack:
+        proxy = _LateAnswerProxy(stack.moto_url)
+        thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+        thread.start()
+        env = {**stack.env(), "DYNAMODB_ENDPOINT_URL": proxy.url, "API_KEYS": api_key,
+               "METRICS_FLUSH_INTERVAL_S": "60", "RATE_LIMIT_ENABLED": "false",
+               "DYNAMODB_READ_TIMEOUT_S": str(READ_TIMEOUT_S), "DYNAMODB_MAX_ATTEMPTS": "3"}
+        servers = {c: Server(c, free_port(), env, workers=1, log_path=logs / f"{c}.log")
+                   for c in COLORS}
+        try:
+            for srv in servers.values():
+                srv.start()
+            for srv in servers.values():
+                srv.wait_healthy(30)
+            clients = {c: httpx.Client(base_url=s.url, headers={"X-API-Key": api_key},
+                                       timeout=15) for c, s in servers.items()}
+            try:
+                yield Colors(clients, servers, api_key)
+            finally:
+                for client in clients.values():
+                    client.close()
+        finally:
+            for srv in servers.values():
+                srv.stop()
+            proxy.shutdown()
+            proxy.server_close()
+            proxy.upstream.close()
+
+
+@pytest.mark.parametrize("turn", ["first", "later"])
+@pytest.mark.parametrize("color", COLORS)
+def test_a_write_that_landed_but_was_answered_late_is_a_success(
+        late_colors: Colors, color: str, turn: str) -> None:
+    """The refused retry is read back; the stored item is this request's own write, so the
+    chat is a 200 with the turn stored once, on either color, on a new or an existing session."""
+    sid = f"s-late-{color}-{turn}-{uuid.uuid4().hex[:8]}"
+    user_id = f"u-late-{uuid.uuid4().hex[:6]}"
+    texts = []
+    if turn == "later":  # an earlier turn, on the other color, answered on time
+        first = chat(late_colors, other(color), "on time", user_id, sid)
+        assert first.status_code == 200, first.text
+        texts.append("on time")
+    text = f"answered late {LATE_MARKER}"  # the PutItem that holds it is answered late
+    resp = chat(late_colors, color, text, user_id, sid)
+    assert resp.status_code == 200, resp.text
+    texts.append(text)
+    record = SessionRecord.model_validate_json(
+        late_colors.http[other(color)].get(f"/api/v1/chat/sessions/{sid}").content)
+    assert record.message_count == 2 * len(texts)  # stored once
+    assert [m.content for m in record.messages] == [c for _, c in expected_messages(texts)]
