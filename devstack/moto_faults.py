@@ -35,6 +35,9 @@ Each KIND answers what real DynamoDB answers (JSON 1.0 error, ``__type``, ``x-am
 ``timeout``         nothing for ``fault_timeout_s``, then the connection is dropped
 ==================  =========================================================================
 
+CloudWatch's read path, ``GetMetricData`` and ``GetMetricStatistics``, is answered by
+:class:`devstack.cloudwatch_front.CloudWatchFront` from moto's stored datums (percentiles, exact
+namespaces and dimensions, which moto lacks); the outage switch drops those calls too.
 Everything else goes to moto unchanged. Run it alone with
 ``python -m devstack.moto_faults --port 5000``; :class:`FaultyMotoServer` runs it in a thread.
 """
@@ -68,6 +71,7 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from devstack.cloudwatch_front import CloudWatchFront
 from devstack.moto_atomic import install as install_atomic_writes
 
 log = logging.getLogger("devstack.moto_faults")
@@ -190,6 +194,7 @@ class FaultInjector:
         self.app = app
         self.fault_timeout_s = fault_timeout_s
         self.switches = Switches()
+        self.cloudwatch_front = CloudWatchFront()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]
                  ) -> Iterable[bytes]:
@@ -216,6 +221,12 @@ class FaultInjector:
         elif self.switches.cloudwatch == "down":
             self.switches.count("cloudwatch", _namespace(text, environ))
             return self._fail("disconnect", environ, start_response)
+        else:
+            answer = self.cloudwatch_front(environ, text)
+            if answer is not None:  # GetMetricData, GetMetricStatistics
+                status, headers, payload = answer
+                start_response(status, headers)
+                return [payload]
         return self.app(environ, start_response)
 
     @staticmethod
