@@ -1,0 +1,5 @@
+import sys
+
+from deploy.rehearsal.run import main
+
+sys.exit(main())
