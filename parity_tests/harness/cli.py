@@ -36,13 +36,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--blue-url", default=os.environ.get("BLUE_URL") or None)
     p.add_argument("--green-url", default=os.environ.get("GREEN_URL") or None)
     p.add_argument("-k", "--filter", default=None, help="only cases whose id contains this")
-    p.add_argument("--report-dir", type=Path, default=Path("reports/parity"))
+    p.add_argument("--report-dir", type=Path, default=None,
+                   help="reports/parity (local) or reports/parity-staging (with URLs)")
     p.add_argument("--metrics-per-step", action="store_true",
                    help="compare request counters after every step (slower) instead of once "
                    "over the run")
     p.add_argument("--no-checks", action="store_true",
                    help="skip the run-level checks (rate-limit burst, graceful shutdown); "
                    "with -k they run only when the filter names them (-k checks/)")
+    p.add_argument("--profile", default=os.environ.get("PROFILE") or os.environ.get(
+        "PARITY_PROFILE") or None, help="staging profile (a path, or a name under "
+        "parity_tests/profiles/, e.g. make-run) describing what --blue-url/--green-url honour")
     p.add_argument("--noise", type=Path, default=HERE / "noise.yaml")
     p.add_argument("--known", type=Path, default=HERE / "known_differences.yaml")
     p.add_argument("--today", type=dt.date.fromisoformat, default=dt.date.today(),
@@ -91,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(stderr=False, highlight=False)
     started = time.perf_counter()
     remote = bool(args.blue_url or args.green_url)
+    if args.report_dir is None:
+        args.report_dir = Path("reports/parity-staging" if remote else "reports/parity")
+    if remote and not args.replay:
+        return staging_main(args, console)
     mode: Literal["local", "remote"] = "remote" if remote else "local"
     noise = load_noise(args.noise, mode)
     known_all = load_known(args.known)
@@ -177,6 +185,26 @@ def main(argv: list[str] | None = None) -> int:
     report.print_summary(summary, console)
     console.print(f"reports: {args.report_dir}/summary.json, junit.xml, report.html")
     return 0 if summary["passed"] else 1
+
+
+def staging_main(args: argparse.Namespace, console: Console) -> int:
+    """With --blue-url/--green-url: :func:`parity_tests.harness.staging.run_staging`."""
+    from parity_tests.harness.staging import StagingProfile, profile_named, run_staging
+
+    if not (args.blue_url and args.green_url):
+        console.print("[red]give both --blue-url and --green-url (or BLUE_URL and GREEN_URL)")
+        return 2
+    try:
+        profile = profile_named(args.profile) if args.profile else StagingProfile()
+        result = run_staging(args.blue_url, args.green_url, profile=profile,
+                             report_dir=args.report_dir, case_filter=args.filter,
+                             generated=args.generated, seed=args.seed, console=console,
+                             cases_dir=args.cases, noise_path=args.noise,
+                             known_path=args.known, today=args.today)
+    except ValueError as exc:
+        console.print(str(exc), markup=False, highlight=False, style="red")
+        return 2
+    return 0 if result.passed else 1
 
 
 if __name__ == "__main__":

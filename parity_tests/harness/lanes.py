@@ -80,6 +80,7 @@ class Lane:
     namespace: str | None = None
     server: Server | None = None
     api_key: str = API_KEYS[0]
+    api_keys: tuple[str, ...] = API_KEYS  # key: N in a request sends api_keys[N - 1]
     aws_url: str | None = None  # this lane's DynamoDB/CloudWatch endpoint
     _items: dict[str, dict[str, Any]] = field(default_factory=dict)
     _iterators: dict[str, list[str]] = field(default_factory=dict)  # role -> shard iterators
@@ -376,8 +377,10 @@ def fault_note(lanes: list[Lane]) -> str:
             "CloudWatch faults answered (retries included)")
 
 
-def remote_lanes(blue_url: str, green_url: str) -> list[Lane]:
-    key = os.environ.get("PARITY_API_KEY", API_KEYS[0])
-    return [Lane(name=name, color=name, url=url, api_key=key,
+def remote_lanes(blue_url: str, green_url: str, keys: tuple[str, ...] | None = None
+                 ) -> list[Lane]:
+    if keys is None:
+        keys = (os.environ.get("PARITY_API_KEY", API_KEYS[0]),)
+    return [Lane(name=name, color=name, url=url, api_key=keys[0], api_keys=keys,
                  http=httpx.Client(base_url=url.rstrip("/"), timeout=30))
             for name, url in (("blue", blue_url), ("green", green_url))]

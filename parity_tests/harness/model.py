@@ -34,9 +34,27 @@ A case file (YAML or JSON, under ``parity_tests/cases/``) holds ``cases:``, a li
 
 ``{{name}}`` is replaced in paths, query values, header values, JSON strings and raw bodies.
 ``{{case}}`` is a slug unique to the case (the same for both colors), so cases that share a
-table never see each other's users. Requests carry the API key unless ``auth: false``; a case
-asks the agent emulator for a fault or latency with a marker in the message
-(``[[fault:throttle]]``, ``[[latency:200]]``).
+table never see each other's users. Requests carry the API key unless ``auth: false``
+(``key: 2``: the runner's second key, never its value in the file); a case asks the agent
+emulator for a fault or latency with a marker in the message (``[[fault:throttle]]``,
+``[[latency:200]]``).
+
+A case declares what it needs of the targets, so a staging run (deployed colors described by a
+:class:`parity_tests.harness.staging.StagingProfile`) runs only what they can honour and lists
+every other case as skipped, with the reason::
+
+    needs:
+      - emulator-faults        # [[fault:...]], [[latency:...]], [[chunks:...]] markers honoured
+      - store-faults           # ddb:KIND:Operation markers in ids (the devstack fault injector)
+      - store-control          # control steps (switches the injector for every lane)
+      - settings:              # the targets' settings the expectations assume
+          api_keys: 2                          # at least this many keys the runner may use
+          cors_origins: [https://app.example.com]   # each of these allowed
+          agent_read_timeout_s: {max: 5}       # a number: exact, or {min:, max:}
+          max_body_bytes: 1048576
+
+Markers, ``key: 2`` and control steps without the matching need are refused when the file is
+read (a staging run would send them to targets that cannot honour them).
 """
 
 from __future__ import annotations
@@ -66,6 +84,7 @@ class Request:
     json: Any = ABSENT
     body: str | None = None  # raw body (sent as UTF-8), for malformed input
     auth: bool = True
+    key: int = 1  # which of the runner's API keys (1: the first)
 
     def render(self, variables: dict[str, str]) -> Request:
         return Request(
@@ -76,13 +95,15 @@ class Request:
             json=ABSENT if self.json is ABSENT else _fill_json(self.json, variables),
             body=None if self.body is None else _fill(self.body, variables),
             auth=self.auth,
+            key=self.key,
         )
 
     def content(self) -> bytes | None:
         if self.body is not None:
             return self.body.encode("utf-8", errors="surrogatepass")
         if self.json is not ABSENT:
-            return json.dumps(self.json, ensure_ascii=False).encode()
+            return json.dumps(self.json, ensure_ascii=False).encode("utf-8",
+                                                                    errors="surrogatepass")
         return None
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,6 +118,8 @@ class Request:
             out["body"] = self.body
         if not self.auth:
             out["auth"] = False
+        if self.key != 1:
+            out["key"] = self.key
         return out
 
 
@@ -113,6 +136,47 @@ class Step:
         return self.control is not None
 
 
+FLAGS = ("emulator-faults", "store-faults", "store-control")
+# settings a case may need, and how a requirement is read: count (at least n), origins (each of
+# these allowed), number (exact, or {min:, max:})
+SETTING_KINDS: dict[str, str] = {
+    "api_keys": "count",
+    "cors_origins": "origins",
+    "agent_read_timeout_s": "number",
+    "agent_deadline_s": "number",
+    "dynamodb_read_timeout_s": "number",
+    "dynamodb_max_attempts": "number",
+    "rate_limit_requests": "number",
+    "rate_limit_window_s": "number",
+    "session_history_limit": "number",
+    "max_body_bytes": "number",
+    "gzip_min_bytes": "number",
+}
+
+
+@dataclass(frozen=True)
+class Need:
+    """One thing a case needs of its targets: a flag (:data:`FLAGS`) or a setting."""
+
+    kind: str  # a flag, or "setting"
+    setting: str = ""
+    value: Any = None  # int (count), tuple of origins, number, or (min, max)
+
+    def describe(self) -> str:
+        if self.kind != "setting":
+            return self.kind
+        if SETTING_KINDS[self.setting] == "count":
+            return f"{self.setting} >= {self.value}"
+        if SETTING_KINDS[self.setting] == "origins":
+            return f"{self.setting} allows {', '.join(self.value)}"
+        if isinstance(self.value, tuple):
+            low, high = self.value
+            parts = ([f">= {low:g}"] if low is not None else []) + (
+                [f"<= {high:g}"] if high is not None else [])
+            return f"{self.setting} {' and '.join(parts)}"
+        return f"{self.setting} = {self.value:g}"
+
+
 @dataclass(frozen=True)
 class Case:
     id: str
@@ -123,6 +187,7 @@ class Case:
     variables: dict[str, str] = field(default_factory=dict)
     # body paths whose arrays compare as multisets (order does not matter)
     unordered: tuple[str, ...] = ()
+    needs: tuple[Need, ...] = ()
 
     @property
     def controlled(self) -> bool:
@@ -172,7 +237,7 @@ def get_path(document: Any, path: str) -> Any:
 def _request(raw: Any, where: str) -> Request:
     if not isinstance(raw, dict) or "method" not in raw or "path" not in raw:
         raise CaseError(f"{where}: a request needs method and path")
-    unknown = set(raw) - {"method", "path", "headers", "query", "json", "body", "auth"}
+    unknown = set(raw) - {"method", "path", "headers", "query", "json", "body", "auth", "key"}
     if unknown:
         raise CaseError(f"{where}: unknown request keys {sorted(unknown)}")
     query = raw.get("query", [])
@@ -186,7 +251,95 @@ def _request(raw: Any, where: str) -> Request:
         json=raw.get("json", ABSENT),
         body=raw.get("body"),
         auth=bool(raw.get("auth", True)),
+        key=_key(raw.get("key", 1), where),
     )
+
+
+def _key(raw: Any, where: str) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+        raise CaseError(f"{where}: key is the runner's key number (1, 2, ...), not {raw!r}")
+    return raw
+
+
+def _number(raw: Any) -> bool:
+    return isinstance(raw, int | float) and not isinstance(raw, bool)
+
+
+def _setting_need(name: str, raw: Any, where: str) -> Need:
+    kind = SETTING_KINDS.get(name)
+    if kind is None:
+        raise CaseError(f"{where}: unknown setting {name!r} in needs; one of "
+                        f"{sorted(SETTING_KINDS)}")
+    if kind == "count":
+        if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+            raise CaseError(f"{where}: needs {name} is a count (1, 2, ...), not {raw!r}")
+        return Need("setting", name, raw)
+    if kind == "origins":
+        if not isinstance(raw, list) or not raw or not all(isinstance(o, str) for o in raw):
+            raise CaseError(f"{where}: needs {name} is a list of origins, not {raw!r}")
+        return Need("setting", name, tuple(raw))
+    if _number(raw):
+        return Need("setting", name, raw)
+    if isinstance(raw, dict) and raw and set(raw) <= {"min", "max"} and all(
+            _number(v) for v in raw.values()):
+        return Need("setting", name, (raw.get("min"), raw.get("max")))
+    raise CaseError(f"{where}: needs {name} is a number or {{min: x, max: y}}, not {raw!r}")
+
+
+def _needs(raw: Any, where: str) -> tuple[Need, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise CaseError(f"{where}: needs is a list (flags {list(FLAGS)}, or {{settings: ...}})")
+    needs: list[Need] = []
+    for item in raw:
+        if isinstance(item, str):
+            if item not in FLAGS:
+                raise CaseError(f"{where}: unknown need {item!r}; one of {list(FLAGS)} or "
+                                "{settings: {...}}")
+            needs.append(Need(item))
+        elif isinstance(item, dict) and set(item) == {"settings"} and isinstance(
+                item["settings"], dict) and item["settings"]:
+            needs.extend(_setting_need(str(k), v, where) for k, v in item["settings"].items())
+        else:
+            raise CaseError(f"{where}: a need is one of {list(FLAGS)} or {{settings: {{name: "
+                            f"value}}}}, not {item!r}")
+    return tuple(needs)
+
+
+_EMULATOR_MARKER = re.compile(r"\[\[(?:fault|latency|chunks):")
+_STORE_MARKER = re.compile(r"ddb:[a-z-]+:[A-Za-z]+")
+
+
+def _texts(request: Request) -> list[str]:
+    out = [request.path, *request.headers.values(), *(v for _, v in request.query)]
+    if request.body is not None:
+        out.append(request.body)
+    if request.json is not ABSENT:
+        out.append(json.dumps(request.json, ensure_ascii=False))
+    return out
+
+
+def _check_needs(case: Case, where: str) -> None:
+    """What a case sends must be declared in its needs (a staging run trusts them)."""
+    flags = {n.kind for n in case.needs}
+    keys = max((n.value for n in case.needs if n.setting == "api_keys"), default=1)
+    for step in case.steps:
+        if step.is_control:
+            if "store-control" not in flags:
+                raise CaseError(f"{where} step {step.name}: a control step needs "
+                                "'store-control' in the case's needs")
+            continue
+        texts = _texts(step.request)
+        if "emulator-faults" not in flags and any(_EMULATOR_MARKER.search(t) for t in texts):
+            raise CaseError(f"{where} step {step.name}: an agent emulator marker needs "
+                            "'emulator-faults' in the case's needs")
+        if "store-faults" not in flags and any(_STORE_MARKER.search(t) for t in texts):
+            raise CaseError(f"{where} step {step.name}: a ddb:KIND:Operation marker needs "
+                            "'store-faults' in the case's needs")
+        if step.request.key > keys:
+            raise CaseError(f"{where} step {step.name}: key: {step.request.key} needs "
+                            f"{{settings: {{api_keys: {step.request.key}}}}} in the case's needs")
 
 
 def case_from_dict(raw: Any, source: str, index: int) -> Case:
@@ -214,10 +367,12 @@ def case_from_dict(raw: Any, source: str, index: int) -> Case:
                           expect_status=(int(step["expect_status"])
                                          if step.get("expect_status") is not None else None)))
     stem = Path(source).stem
-    return Case(id=f"{stem}/{name}", steps=tuple(steps), description=str(raw.get("description",
+    case = Case(id=f"{stem}/{name}", steps=tuple(steps), description=str(raw.get("description",
                 "")), source=source, tags=tuple(raw.get("tags", ())),
                 variables={str(k): str(v) for k, v in (raw.get("vars") or {}).items()},
-                unordered=tuple(raw.get("unordered", ())))
+                unordered=tuple(raw.get("unordered", ())), needs=_needs(raw.get("needs"), where))
+    _check_needs(case, where)
+    return case
 
 
 CONTROL_REQUEST = Request(method="CONTROL", path="/_faults/config")  # never sent to a color

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import html
 import json
+import re
 import shlex
 import xml.etree.ElementTree as ET
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +108,14 @@ def summarize(results: list[CaseResult], info: dict[str, Any]) -> dict[str, Any]
         # run-level checks (parity_tests/harness/checks.py): name, passed, colors, failures
         "checks": info.get("checks", []),
         "failed_checks": sum(1 for c in info.get("checks", []) if not c["passed"]),
+        # cases the targets cannot honour (staging): [{case, class, reason}]
+        "skipped": info.get("skipped", []),
+        "skipped_by_class": dict(sorted(Counter(
+            s["class"] for s in info.get("skipped", [])).items())),
+        # what stopped the run itself (a target down, a broken corpus): never a pass
+        "errors_detail": info.get("run_errors", []),
     }
+    summary["errors"] += len(summary["errors_detail"])
     summary["passed"] = not any(summary[k] for k in (
         "differences", "contract_violations", "undeclared_noise", "expired_known_differences",
         "expectation_failures", "errors", "failed_checks"))
@@ -157,7 +164,7 @@ def write_json(summary: dict[str, Any], results: list[CaseResult], out: Path) ->
              "contract_violations": s.violations, "expectation": s.expectation,
              "error": s.error} for s in case.steps if s.failed]})
     (out / "summary.json").write_text(json.dumps({**summary, "failing": failing}, indent=2,
-                                                 default=str))
+                                                 default=str), encoding="utf-8")
 
 
 def write_junit(results: list[CaseResult], summary: dict[str, Any], out: Path) -> None:
@@ -181,8 +188,17 @@ def write_junit(results: list[CaseResult], summary: dict[str, Any], out: Path) -
                 lines += [f"  contract: {v}" for v in s.violations]
                 lines += [f"  expectation: {s.expectation}"] if s.expectation else []
                 lines += [f"  error: {s.error}"] if s.error else []
-            failure = ET.SubElement(tc, "failure", message=lines[0][:200] if lines else "failed")
-            failure.text = "\n".join(lines)
+            failure = ET.SubElement(tc, "failure", message=xml_text(lines[0][:200]) if lines
+                                    else "failed")
+            failure.text = xml_text("\n".join(lines))
+    for skip in summary.get("skipped", []):
+        stem, _, name = skip["case"].partition("/")
+        tc = ET.SubElement(suite, "testcase", classname=f"parity.{stem}", name=name, time="0")
+        ET.SubElement(tc, "skipped", message=xml_text(skip["reason"]))
+    for problem in summary.get("errors_detail", [])[:1]:
+        tc = ET.SubElement(suite, "testcase", classname="parity.run", name="run", time="0")
+        error = ET.SubElement(tc, "error", message=xml_text(problem.splitlines()[0][:200]))
+        error.text = xml_text("\n".join(summary["errors_detail"]))
     for check in summary.get("checks", []):
         tc = ET.SubElement(suite, "testcase", classname="parity.checks", name=check["name"],
                            time=f"{check['duration_s']:.3f}")
@@ -190,8 +206,12 @@ def write_junit(results: list[CaseResult], summary: dict[str, Any], out: Path) -
             failure = ET.SubElement(tc, "failure", message=check["failures"][0][:200])
             failure.text = "\n".join(check["failures"]) + "\n" + json.dumps(
                 check["colors"], indent=2, default=str)
-    suite.set("tests", str(len(results) + len(summary.get("checks", []))))
+    suite.set("tests", str(len(results) + len(summary.get("checks", []))
+                           + len(summary.get("skipped", []))
+                           + min(1, len(summary.get("errors_detail", [])))))
     suite.set("failures", str(summary["failed_cases"] + summary.get("failed_checks", 0)))
+    suite.set("skipped", str(len(summary.get("skipped", []))))
+    suite.set("errors", str(min(1, len(summary.get("errors_detail", [])))))
     ET.ElementTree(suite).write(out / "junit.xml", encoding="utf-8", xml_declaration=True)
 
 
@@ -202,23 +222,46 @@ def _pretty(resp: LaneResponse) -> str:
     return resp.body.decode("utf-8", errors="replace")[:20000]
 
 
-def _highlight(text: str, paths: list[str]) -> str:
-    """Escape, then mark lines holding a differing field's last key."""
+_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def printable(text: str) -> str:
+    """Text any file can hold: lone surrogates (from generated data) as ``\\udXXX``."""
+    return text.encode("utf-8", errors="backslashreplace").decode("utf-8")
+
+
+def xml_text(text: str) -> str:
+    """Text XML 1.0 can hold: surrogates and control characters as visible escapes."""
+    return _XML_ILLEGAL.sub(lambda m: f"\\x{ord(m.group(0)):02x}", printable(text))
+
+
+def _clean(value: Any) -> Any:
+    """Every string inside ``value`` printable (the template escapes it; this makes it
+    encodable)."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    return value
+
+
+def _highlight(text: str, paths: list[str]) -> list[dict[str, Any]]:
+    """Lines, each marked when it holds a differing field's last key (the template escapes
+    the text; nothing here is markup)."""
     keys = {p.split(".")[-1] for p in paths if p.startswith("body.")}
-    out = []
-    for line in text.splitlines():
-        escaped = html.escape(line)
-        stripped = line.strip()
-        if any(stripped.startswith(f'"{k}"') for k in keys):
-            escaped = f'<mark>{escaped}</mark>'
-        out.append(escaped)
-    return "\n".join(out)
+    return [{"text": printable(line),
+             "mark": any(line.strip().startswith(f'"{k}"') for k in keys)}
+            for line in text.splitlines()]
 
 
 def write_html(summary: dict[str, Any], results: list[CaseResult], urls: dict[str, str],
                out: Path) -> None:
+    # the template is report.html.j2: autoescape on for .j2 too (select_autoescape(["html"])
+    # alone leaves it off), and nothing holding data is marked safe
     env = Environment(loader=PackageLoader("parity_tests", "templates"),
-                      autoescape=select_autoescape(["html"]))
+                      autoescape=select_autoescape(["html", "j2"], default=True))
     failing = []
     for case in results:
         if not case.failed:
@@ -227,7 +270,10 @@ def write_html(summary: dict[str, Any], results: list[CaseResult], urls: dict[st
         for s in case.steps:
             paths = [d.path for d in s.differences + s.undeclared_noise]
             steps.append({
-                "step": s, "failed": s.failed,
+                "step": {"step": s.step, "method": s.method, "path": s.path,
+                         "expectation": s.expectation, "error": s.error,
+                         "violations": list(s.violations)},
+                "failed": s.failed,
                 "lanes": [{"name": name, "status": r.status,
                            "headers": sorted(r.headers.items()),
                            "body": _highlight(_pretty(r), paths),
@@ -240,10 +286,12 @@ def write_html(summary: dict[str, Any], results: list[CaseResult], urls: dict[st
                 "noise": [d.to_dict() for d in s.undeclared_noise],
                 "known": [(d.to_dict(), k.reason, k.owner, str(k.expires)) for d, k in s.known],
             })
-        failing.append({"case": case.case, "error": case.error, "steps": steps})
+        failing.append({"case": {"id": case.case.id, "source": case.case.source,
+                                 "description": case.case.description},
+                        "error": case.error, "steps": steps})
     template = env.get_template("report.html.j2")
-    (out / "report.html").write_text(template.render(summary=summary, failing=failing,
-                                                     urls=urls))
+    page = template.render(summary=_clean(summary), failing=_clean(failing), urls=_clean(urls))
+    (out / "report.html").write_text(page, encoding="utf-8", errors="backslashreplace")
 
 
 def print_summary(summary: dict[str, Any], console: Console) -> None:
@@ -270,6 +318,14 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     for note in summary["notes"]:
         console.print(f"note: {note}")
     print_checks(summary.get("checks", []), console)
+    skipped = summary.get("skipped", [])
+    if skipped:
+        by_class = ", ".join(f"{k} {v}" for k, v in summary.get("skipped_by_class", {}).items())
+        console.print(f"skipped {len(skipped)} cases the targets cannot honour ({by_class}):")
+        for skip in skipped:
+            console.print(f"  skipped {skip['case']}: {skip['reason']}", markup=False)
+    for problem in summary.get("errors_detail", []):
+        console.print(f"run error: {problem}", markup=False)
     verdict = "[bold green]PASS[/]" if summary["passed"] else "[bold red]FAIL[/]"
     console.print(
         f"{verdict} {summary['cases']} cases, {summary['steps']} steps in "

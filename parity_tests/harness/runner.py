@@ -127,10 +127,27 @@ def contract_violations(method: str, path: str, resp: LaneResponse) -> list[str]
     return []
 
 
+class RunHooks:
+    """What a staging run changes in how a case is sent and compared (nothing, here)."""
+
+    def template(self, lane: str, request: Request, static: dict[str, str]) -> Request:
+        """The step's request (not yet rendered) as this lane sends it."""
+        return request
+
+    def before_step(self, request: Request, lanes: int) -> None:
+        """Called before a step's requests are sent (pacing)."""
+
+    def document(self, lane: str, route: str | None, raw: dict[str, Any]) -> dict[str, Any]:
+        """A lane's answer (status, headers, body, effects) before ids are aliased."""
+        return raw
+
+
 class Runner:
     def __init__(self, lanes: list[Lane], noise: list[NoiseRule], known: list[KnownDifference],
                  effects: SideEffects | None, today: dt.date | None = None,
-                 progress: Callable[[CaseResult], None] | None = None) -> None:
+                 progress: Callable[[CaseResult], None] | None = None,
+                 hooks: RunHooks | None = None) -> None:
+        self.hooks = hooks or RunHooks()
         self.lanes = lanes
         self.noise = noise
         self.known = [k for k in known if not k.expired(today or dt.date.today())]
@@ -152,7 +169,8 @@ class Runner:
 
     def run_case(self, case: Case) -> CaseResult:
         result = CaseResult(case)
-        variables = {lane.name: {**case.variables, "case": case.slug} for lane in self.lanes}
+        static = {**case.variables, "case": case.slug}
+        variables = {lane.name: dict(static) for lane in self.lanes}
         # ids never cross cases (each case has its own users and sessions): a divergence in one
         # case must not shift the numbering of the next
         self.aliases = {lane.name: Aliases() for lane in self.lanes}
@@ -166,8 +184,8 @@ class Runner:
                         break
                     continue
                 try:
-                    rendered = {lane.name: step.request.render(variables[lane.name])
-                                for lane in self.lanes}
+                    rendered = {lane.name: self.hooks.template(lane.name, step.request, static)
+                                .render(variables[lane.name]) for lane in self.lanes}
                 except KeyError as exc:
                     result.error = f"step {step.name}: {exc.args[0]}"
                     break
@@ -231,7 +249,9 @@ class Runner:
     def _send(self, lane: Lane, request: Request) -> LaneResponse:
         headers = dict(request.headers)
         if request.auth and not any(k.lower() == "x-api-key" for k in headers):
-            headers["X-API-Key"] = lane.api_key
+            keys = lane.api_keys or (lane.api_key,)
+            headers["X-API-Key"] = (lane.api_key if request.key == 1
+                                    else keys[min(request.key, len(keys)) - 1])
         content = request.content()
         if request.json is not ABSENT and request.body is None and not any(
                 k.lower() == "content-type" for k in headers):
@@ -250,6 +270,7 @@ class Runner:
 
     def run_step(self, case: Case, step: Step, index: int, rendered: dict[str, Request]
                  ) -> StepResult:
+        self.hooks.before_step(rendered[self.lanes[0].name], len(self.lanes))
         futures = {lane.name: self.pool.submit(self._send, lane, rendered[lane.name])
                    for lane in self.lanes}
         responses = {name: f.result() for name, f in futures.items()}
@@ -263,10 +284,10 @@ class Runner:
         result = StepResult(case.id, step.name, index, first.method, first.path,
                             route.path if route else None, rendered, responses,
                             effects=effects)
-        docs = {lane.name: self._document(lane, rendered[lane.name], responses[lane.name],
-                                          effects.get(lane.name), case)
-                for lane in self.lanes}
         template = result.route
+        docs = {lane.name: self._document(lane, rendered[lane.name], responses[lane.name],
+                                          effects.get(lane.name), case, template)
+                for lane in self.lanes}
         names = [lane.name for lane in self.lanes]
         baseline, candidate = names[0], names[-1]
         noisy: set[str] = set()
@@ -299,7 +320,8 @@ class Runner:
         return result
 
     def _document(self, lane: Lane, request: Request, resp: LaneResponse,
-                  effects: dict[str, Any] | None, case: Case) -> dict[str, Any]:
+                  effects: dict[str, Any] | None, case: Case, route: str | None = None
+                  ) -> dict[str, Any]:
         headers = {k: v for k, v in resp.headers.items() if k in COMPARED_HEADERS}
         sent_id = any(k.lower() == "x-request-id" for k in request.headers)
         if sent_id and "x-request-id" in resp.headers:
@@ -308,6 +330,7 @@ class Runner:
         if body is None:
             body = resp.body.decode("utf-8", errors="replace")
         raw = {"status": resp.status, "headers": headers, "body": body, **(effects or {})}
+        raw = self.hooks.document(lane.name, route, raw)
         aliased = alias_ids(raw, self.noise, self.aliases[lane.name])
         flat: dict[str, Any] = {}
         for key, value in aliased.items():
