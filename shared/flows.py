@@ -90,7 +90,10 @@ def _is_own_write(ctx: Context, session_id: str, record: SessionRecord,
         stored = yield from _load_session(ctx, session_id)
     except ApiError:
         raise ApiError(ErrorCode.SESSION_WRITE_FAILED) from None
-    return stored is not None and stored.version == version and stored.record == record
+    # compared as stored: the item keeps expires_at in whole seconds (shared/sessions.py), so
+    # the record in hand never equals the read-back unless the clock stood on a whole second
+    written = sess.from_item(sess.to_item(record, version)).record
+    return stored is not None and stored.version == version and stored.record == written
 
 
 def chat(ctx: Context, req: ChatRequest) -> Flow[ChatResponse]:
