@@ -21,7 +21,8 @@ class Flusher:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.telemetry = Telemetry(
-            buffer=MetricBuffer(settings.namespace_for("green"), settings.metrics_buffer_max),
+            buffer=MetricBuffer(settings.namespace_for("green"), settings.metrics_buffer_max,
+                                settings.metrics_storage_resolution),
             window=PerfWindow(settings.metrics_dir),
         )
         self._task: asyncio.Task[None] | None = None

@@ -22,7 +22,8 @@ class Flusher:
         self.settings = settings
         self.aws = aws
         self.telemetry = Telemetry(
-            buffer=MetricBuffer(settings.namespace_for("blue"), settings.metrics_buffer_max),
+            buffer=MetricBuffer(settings.namespace_for("blue"), settings.metrics_buffer_max,
+                                settings.metrics_storage_resolution),
             window=PerfWindow(settings.metrics_dir),
         )
         self._stop = threading.Event()
