@@ -24,6 +24,14 @@ from shared.openapi import openapi_document
 HERE = Path(__file__).resolve().parent.parent
 
 
+def make_console() -> Console:
+    """The terminal: rich when stdout is one; otherwise plain lines never wrapped at 80."""
+    probe = Console()
+    if probe.is_terminal:
+        return Console(highlight=False)
+    return Console(highlight=False, soft_wrap=True, width=200, no_color=True)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m parity_tests", description=(
         "Replay the same requests against blue and green and compare answers and side effects."))
@@ -92,7 +100,7 @@ def cloudwatch_deltas(totals: dict[str, dict[str, float]], prefix: str = "cloudw
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    console = Console(stderr=False, highlight=False)
+    console = make_console()
     started = time.perf_counter()
     remote = bool(args.blue_url or args.green_url)
     if args.report_dir is None:

@@ -114,12 +114,45 @@ def summarize(results: list[CaseResult], info: dict[str, Any]) -> dict[str, Any]
             s["class"] for s in info.get("skipped", [])).items())),
         # what stopped the run itself (a target down, a broken corpus): never a pass
         "errors_detail": info.get("run_errors", []),
+        "first_failures": first_failures(results),
     }
     summary["errors"] += len(summary["errors_detail"])
     summary["passed"] = not any(summary[k] for k in (
         "differences", "contract_violations", "undeclared_noise", "expired_known_differences",
         "expectation_failures", "errors", "failed_checks"))
     return summary
+
+
+FIRST_FAILURES = 10
+
+
+def first_failures(results: list[CaseResult], limit: int = FIRST_FAILURES
+                   ) -> list[dict[str, Any]]:
+    """The first failing cases, one entry per problem (at most 5 a case): a differing field
+    path with both values, or what else failed."""
+    out: list[dict[str, Any]] = []
+    for case in results:
+        if not case.failed:
+            continue
+        if len({o["case"] for o in out}) >= limit:
+            break
+        items: list[dict[str, Any]] = []
+        if case.error:
+            items.append({"case": case.case.id, "step": None, "problem": case.error})
+        for step in case.steps:
+            for d in step.differences + step.undeclared_noise:
+                v = d.to_dict()
+                items.append({"case": case.case.id, "step": step.step, "path": v["path"],
+                              "blue": v["blue"], "other": v["other"]})
+            for problem in [*step.violations, step.expectation, step.error]:
+                if problem:
+                    items.append({"case": case.case.id, "step": step.step, "problem": problem})
+        out += items[:5]
+    return out
+
+
+def _json(value: Any) -> str:
+    return printable(json.dumps(value, ensure_ascii=False, default=str))
 
 
 # --- reproducers -------------------------------------------------------------------------------
@@ -326,6 +359,17 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
             console.print(f"  skipped {skip['case']}: {skip['reason']}", markup=False)
     for problem in summary.get("errors_detail", []):
         console.print(f"run error: {problem}", markup=False)
+    failures = summary.get("first_failures", [])
+    if failures:
+        console.print(f"first failing cases ({len({f['case'] for f in failures})} of "
+                      f"{summary['failed_cases']}):")
+    for f in failures:
+        where = f"{f['case']}" + (f" step {f['step']}" if f.get("step") else "")
+        if "path" in f:
+            console.print(f"  {where}: {f['path']} blue={_json(f['blue'])} "
+                          f"other={_json(f['other'])}", markup=False)
+        else:
+            console.print(f"  {where}: {printable(str(f['problem']))}", markup=False)
     verdict = "[bold green]PASS[/]" if summary["passed"] else "[bold red]FAIL[/]"
     console.print(
         f"{verdict} {summary['cases']} cases, {summary['steps']} steps in "

@@ -424,7 +424,9 @@ def run_staging(blue_url: str, green_url: str, *, profile: StagingProfile | None
         profile = StagingProfile()
     if not isinstance(profile, StagingProfile):
         raise ValueError(f"profile must be a StagingProfile, not {type(profile).__name__}")
-    console = console or Console(highlight=False)
+    if console is None:
+        from parity_tests.harness.cli import make_console
+        console = make_console()
     today = today or dt.date.today()
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)

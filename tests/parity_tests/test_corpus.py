@@ -194,7 +194,7 @@ def send(client: ColorClient, request: Request) -> Any:
     """What the harness's runner sends for a rendered request."""
     headers = dict(request.headers)
     if request.auth and not any(k.lower() == "x-api-key" for k in headers):
-        headers["X-API-Key"] = API_KEY
+        headers["X-API-Key"] = API_KEYS.split(",")[request.key - 1]
     if request.json is not ABSENT and request.body is None and not any(
             k.lower() == "content-type" for k in headers):
         headers["Content-Type"] = "application/json"

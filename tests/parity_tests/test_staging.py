@@ -286,3 +286,23 @@ def test_bad_arguments_raise_value_error(tmp_path: Path) -> None:
         run_staging("localhost:1", "http://x", report_dir=tmp_path)
     with pytest.raises(ValueError, match="generated"):
         run_staging("http://a", "http://b", generated=-1, report_dir=tmp_path)
+
+
+def test_terminal_names_first_failures_as_json_in_unwrapped_lines(tmp_path: Path) -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    request = Request(method="GET", path="/health")
+    case = Case(id="x/long", steps=(Step(name="s", request=request),))
+    long_value = "v" * 300
+    step = StepResult(case.id, "s", 0, "GET", "/health", "/health", {"blue": request},
+                      {"blue": LaneResponse(200, {}, b"{}", 1.0)},
+                      differences=[Delta("body.status", long_value, None)])
+    results = [CaseResult(case, [step])]
+    summary = report.summarize(results, {"lanes": ["blue", "green"], "mode": "staging",
+                                         "duration_s": 1.0})
+    out = StringIO()
+    report.print_summary(summary, Console(file=out, soft_wrap=True, width=200, no_color=True))
+    lines = out.getvalue().splitlines()
+    assert f'  x/long step s: body.status blue="{long_value}" other=null' in lines
