@@ -32,9 +32,11 @@ Data plane (:class:`LoadBalancer`, ``python -m devstack.loadbalancer``)
       request, RNG seedable; all weights 0 → 503) and ``fixed-response``; any other type → 503.
     - **Targets.** Round robin over a group's registered targets that pass this process's own
       health checks (HTTP GET on the group's ``HealthCheckPath``, port ``traffic-port`` or its
-      own, ``Matcher.HttpCode`` such as ``200`` or ``200-299,302``, timeout the group's). The
-      interval is ``health_interval_s`` (the group's 30 s is too slow for a rehearsal); the
-      thresholds are the group's unless overridden. A target's **first** check decides its
+      own, ``Matcher.HttpCode`` such as ``200`` or ``200-299,302``). The interval is
+      ``health_interval_s`` (the group's 30 s is too slow for a rehearsal); the thresholds and
+      the timeout are the group's unless overridden; a round of checks (all targets at once)
+      starts when the previous one has ended, so a check slower than the interval delays the
+      next round instead of piling up. A target's **first** check decides its
       initial state (a devstack shortcut: an ALB keeps a new target ``initial`` until it has
       passed ``HealthyThresholdCount`` checks); after that the thresholds apply. When no target
       of a group is healthy the group **fails open** to all its targets, as an ALB does.
@@ -84,7 +86,8 @@ Admin endpoints (a separate port, ``admin_url``: never shadows an app path, neve
 CLI
     ``python -m devstack.loadbalancer --aws-url URL --listener ARN=PORT [--listener ARN=PORT]
     [--publish-interval-s 1] [--poll-interval-s 0.5] [--health-interval-s 1] [--seed N]
-    [--admin-port P] [--idle-timeout-s 60] [--healthy-threshold N] [--unhealthy-threshold N]``
+    [--admin-port P] [--idle-timeout-s 60] [--connect-timeout-s 10] [--healthy-threshold N]
+    [--unhealthy-threshold N] [--health-timeout-s S] [--no-publish]``
     (PORT 0: any free port) prints one JSON line ``{"url", "admin_url", "ports", "listeners",
     "pid"}`` on stdout once every port listens; SIGTERM or SIGINT stops it.
 """
@@ -598,7 +601,8 @@ class LoadBalancer:
                  region: str = "us-east-1", host: str = "127.0.0.1",
                  poll_interval_s: float = 0.5, publish_interval_s: float = 1.0,
                  health_interval_s: float = 1.0, healthy_threshold: int | None = None,
-                 unhealthy_threshold: int | None = None, idle_timeout_s: float = 60.0,
+                 unhealthy_threshold: int | None = None, health_timeout_s: float | None = None,
+                 idle_timeout_s: float = 60.0,
                  connect_timeout_s: float = 10.0, target_keepalive_s: float = 2.0,
                  seed: int | None = None, admin_port: int = 0, publish: bool = True) -> None:
         if not listeners:
@@ -607,6 +611,7 @@ class LoadBalancer:
         self.poll_interval_s, self.publish_interval_s = poll_interval_s, publish_interval_s
         self.health_interval_s = health_interval_s
         self.healthy_threshold, self.unhealthy_threshold = healthy_threshold, unhealthy_threshold
+        self.health_timeout_s = health_timeout_s
         self.idle_timeout_s, self.connect_timeout_s = idle_timeout_s, connect_timeout_s
         self.target_keepalive_s, self.publish_enabled = target_keepalive_s, publish
         self._wanted_ports = dict(listeners)
@@ -625,7 +630,9 @@ class LoadBalancer:
                                            "last_error": None, "last_success": None}
         self.publish_state: dict[str, Any] = {"calls": 0, "datums": 0, "errors": 0,
                                               "last_error": None}
-        self._elb = elbv2_client(aws_url, region)
+        # one retry at most: a poll that fails is retried by the next poll anyway
+        self._elb = _client("elbv2", aws_url, region, retries={"total_max_attempts": 2},
+                            connect_timeout=2, read_timeout=5)
         self._cw = _client("cloudwatch", aws_url, region,
                            retries={"total_max_attempts": 2}, connect_timeout=2,
                            read_timeout=5)
@@ -813,7 +820,7 @@ class LoadBalancer:
         if not group.health_enabled:
             state.state = "healthy"
             return
-        timeout = min(group.health_timeout_s, max(self.health_interval_s, 0.2))
+        timeout = self.health_timeout_s or group.health_timeout_s
         assert self._session is not None
         try:
             async with self._session.get(
@@ -1068,6 +1075,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--health-interval-s", type=float, default=1.0)
     parser.add_argument("--healthy-threshold", type=int, default=None)
     parser.add_argument("--unhealthy-threshold", type=int, default=None)
+    parser.add_argument("--health-timeout-s", type=float, default=None)
     parser.add_argument("--idle-timeout-s", type=float, default=60.0)
     parser.add_argument("--connect-timeout-s", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=None)
@@ -1083,7 +1091,8 @@ def main(argv: list[str] | None = None) -> int:
         args.aws_url, dict(args.listener), region=args.region, host=args.host,
         poll_interval_s=args.poll_interval_s, publish_interval_s=args.publish_interval_s,
         health_interval_s=args.health_interval_s, healthy_threshold=args.healthy_threshold,
-        unhealthy_threshold=args.unhealthy_threshold, idle_timeout_s=args.idle_timeout_s,
+        unhealthy_threshold=args.unhealthy_threshold, health_timeout_s=args.health_timeout_s,
+        idle_timeout_s=args.idle_timeout_s,
         connect_timeout_s=args.connect_timeout_s, seed=args.seed, admin_port=args.admin_port,
         publish=not args.no_publish)
     lb.start()
