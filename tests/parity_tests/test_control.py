@@ -22,7 +22,8 @@ from parity_tests.harness.runner import Runner
 
 
 def case(*steps: dict[str, Any]) -> Any:
-    return case_from_dict({"name": "c", "steps": list(steps)}, "cases/x.yaml", 0)
+    return case_from_dict({"name": "c", "needs": ["store-control"], "steps": list(steps)},
+                          "cases/x.yaml", 0)
 
 
 @pytest.mark.unit
