@@ -994,6 +994,16 @@ class LoadBalancer:
     # ------------------------------------------------------------------ admin
 
     def stats(self) -> dict[str, Any]:
+        """What ``GET /_lb/stats`` answers; from another thread, it is read on the loop."""
+        loop = self._loop
+        if loop is not None and loop.is_running() and threading.current_thread() is not \
+                self._thread:
+            async def read() -> dict[str, Any]:
+                return self._stats_now()
+            return asyncio.run_coroutine_threadsafe(read(), loop).result(10)
+        return self._stats_now()
+
+    def _stats_now(self) -> dict[str, Any]:
         table = self.table
         groups = table.target_groups if table is not None else {}
         out_groups: dict[str, Any] = {}
@@ -1031,7 +1041,7 @@ class LoadBalancer:
                 "publish": dict(self.publish_state)}
 
     async def _stats(self, _: web.Request) -> web.Response:
-        return web.json_response(self.stats())
+        return web.json_response(self._stats_now())
 
     async def _poll_now(self, _: web.Request) -> web.Response:
         version = await self.poll_once()

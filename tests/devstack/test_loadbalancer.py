@@ -274,7 +274,7 @@ def test_modify_rule_80_20_is_applied_within_a_poll_and_splits_binomially(
         wait_for(lambda: rule_weights(stats(lb), alb) == {"blue": 80, "green": 20},
                  timeout_s=5, step_s=0.02)
         applied_after = time.monotonic() - written
-        assert applied_after < 2 * POLL_S + 1.0, applied_after
+        assert applied_after < POLL_S + 1.5, applied_after
         n = 400
         colors = Counter(prod.get("/").headers["x-color"] for _ in range(n))
         # binomial(400, 0.2): mean 80, sd 8; 4 sd either way
@@ -462,7 +462,7 @@ def test_a_dead_target_is_a_502_a_connection_error_and_unhealthy(
             assert answers[0].headers["server"] == "awselb/2.0"
             assert "<h1>502 Bad Gateway</h1>" in answers[0].text
             tg = dead.target_groups["blue"]
-            wait_for(lambda: stats(balancer)["target_groups"][tg]["unhealthy"] == 1)
+            wait_for(lambda: balancer.stats()["target_groups"][tg]["unhealthy"] == 1)
             # no healthy target: the group fails open, the request still goes to blue
             assert client.get("/").status_code == 502
 
