@@ -53,10 +53,10 @@ def parity_gate(settings: DeploySettings, plan: Plan, report_dir: Path) -> Any:
         return None
 
     def run() -> PreTrafficResult:
-        from parity_tests.harness.staging import StagingProfile, run_staging
+        from parity_tests.harness.staging import profile_named, run_staging
 
         pre = plan.pre_traffic
-        profile = StagingProfile.load(Path(pre.parity_profile)) if pre.parity_profile else None
+        profile = profile_named(pre.parity_profile) if pre.parity_profile else None
         key = settings.parity_api_key.get_secret_value() if settings.parity_api_key else None
         result = run_staging(blue, green, profile=profile, api_key=key,
                              report_dir=report_dir / "parity", case_filter=pre.parity_filter,
@@ -149,11 +149,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             c.add_argument("--yes", action="store_true")
         if name == "status":
             c.add_argument("--json", action="store_true")
+    try:  # the infrastructure's commands (stack, release, report, preflight), when present
+        from deploy.infra import commands as infra
+    except ImportError:
+        infra = None  # type: ignore[assignment]
+    if infra is not None:
+        infra.add_commands(sub)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.group != "cutover":
+        from deploy.infra import commands as infra
+
+        return infra.run(args)
     try:
         plan = load_plan(args.plan)
     except PlanError as exc:
