@@ -71,6 +71,9 @@ class LoadGenerator:
         self._cond = threading.Condition()
         self._next_slot = 0.0
         self._deadline = math.inf
+        self._missed = 0
+        self._ready = 0
+        self._started = False
         self._stopping = False
         self._lock = threading.Lock()
         self._records: list[RequestRecord] = []
@@ -82,15 +85,18 @@ class LoadGenerator:
     def start(self) -> LoadGenerator:
         if self._threads:
             raise RuntimeError("already started")
-        now = time.monotonic()
-        with self._cond:
-            self._next_slot = now
-            self._deadline = now + self.max_duration_s
         for user in range(self.users):
             thread = threading.Thread(target=self._user, args=(user,), daemon=True,
                                       name=f"loadgen-user-{user}")
             self._threads.append(thread)
             thread.start()
+        with self._cond:  # the clock starts once every user is ready (bounded wait)
+            self._cond.wait_for(lambda: self._ready == self.users, timeout=10)
+            now = time.monotonic()
+            self._next_slot = now
+            self._deadline = now + self.max_duration_s
+            self._started = True
+            self._cond.notify_all()
         return self
 
     def set_rate(self, rate_per_s: float) -> None:
@@ -119,6 +125,13 @@ class LoadGenerator:
             thread.join(max(0.0, deadline - time.monotonic()))
 
     @property
+    def missed_slots(self) -> int:
+        """Send slots that found every user busy (the server was slower than users / rate):
+        the achieved rate fell short of the asked one by this many requests."""
+        with self._cond:
+            return self._missed
+
+    @property
     def running(self) -> bool:
         return any(t.is_alive() for t in self._threads)
 
@@ -135,26 +148,33 @@ class LoadGenerator:
 
     # --- the users ---------------------------------------------------------------------------
 
-    def _claim_slot(self) -> bool:
-        """Wait for the next send slot; False once stopped or past ``max_duration_s``."""
+    def _claim_slot(self) -> float | None:
+        """Wait for the next send slot and return the wall-clock time it was taken (the
+        record's ``t``: taken under the lock, so no send is stamped after a pause began);
+        None once stopped or past ``max_duration_s``."""
         with self._cond:
             while True:
                 now = time.monotonic()
                 if self._stopping or now >= self._deadline:
-                    return False
-                if self._rate <= 0:
+                    return None
+                if self._rate <= 0 or not self._started:
                     self._cond.wait(WAIT_STEP_S)
                     continue
                 interval = 1.0 / self._rate
-                slot = max(self._next_slot, now - interval)  # missed slots are not made up
+                if self._next_slot < now - interval:  # every user was busy: not made up
+                    self._missed += int((now - self._next_slot) / interval) - 1
+                slot = max(self._next_slot, now - interval)
                 if slot <= now + SLOT_HORIZON_S:
                     self._next_slot = slot + interval
-                    return True
+                    return time.time()
                 self._cond.wait(min(slot - now, WAIT_STEP_S))
 
     def _user(self, user: int) -> None:
         headers = {"X-API-Key": self.api_key}
         with httpx.Client(base_url=self.url, headers=headers, timeout=self.timeout_s) as http:
+            with self._cond:
+                self._ready += 1
+                self._cond.notify_all()
             number = 0
             while True:
                 conv = Conversation(id=f"{self.run_id}-u{user}-c{number}",
@@ -163,17 +183,17 @@ class LoadGenerator:
                 with self._lock:
                     self._conversations.append(conv)
                 for turn in range(self.turns):
-                    if not self._claim_slot():
+                    sent = self._claim_slot()
+                    if sent is None:
                         return
-                    if not self._send(http, conv, turn):
+                    if not self._send(http, conv, turn, sent):
                         break  # a broken conversation ends; the user starts a new one
 
-    def _send(self, http: httpx.Client, conv: Conversation, turn: int) -> bool:
+    def _send(self, http: httpx.Client, conv: Conversation, turn: int, sent: float) -> bool:
         message = f"{conv.id} turn {turn}: how is my order doing?"
         body: dict[str, Any] = {"message": message, "user_id": conv.user_id}
         if conv.session_id is not None:
             body["session_id"] = conv.session_id
-        sent = time.time()
         started = time.perf_counter()
         status, color, code, reply, session_id = 0, None, None, None, None
         try:

@@ -41,7 +41,8 @@ def achieved_rate(records: list[RequestRecord]) -> float:
 @pytest.mark.e2e
 @pytest.mark.xdist_group("e2e")
 def test_paced_conversations_on_green_verify_clean(green: Server) -> None:
-    gen = LoadGenerator(green.url, API_KEY, rate_per_s=20, users=4, turns=3,
+    # users bound the concurrency: 16 keep 20 req/s up to 0.8 s of latency (a busy machine)
+    gen = LoadGenerator(green.url, API_KEY, rate_per_s=20, users=16, turns=3,
                         max_duration_s=30).start()
     try:
         time.sleep(3.0)
@@ -49,6 +50,8 @@ def test_paced_conversations_on_green_verify_clean(green: Server) -> None:
         gen.stop()
     records = gen.records
     assert not gen.running
+    assert gen.missed_slots <= 5, f"the server was too slow for 16 users: {gen.missed_slots} " \
+        f"slots missed, p50 {sorted(r.latency_ms for r in records)[len(records) // 2]} ms"
     assert len(records) >= 45
     assert {r.status for r in records} == {200}
     assert {r.color for r in records} == {"green"}
@@ -59,7 +62,7 @@ def test_paced_conversations_on_green_verify_clean(green: Server) -> None:
     for r in sorted(records, key=lambda r: r.t):
         by_conv.setdefault(r.conversation, []).append(r.turn)
     assert all(turns == list(range(len(turns))) for turns in by_conv.values())
-    assert sum(1 for turns in by_conv.values() if len(turns) == 3) >= 10
+    assert sum(1 for turns in by_conv.values() if len(turns) == 3) >= 8
     assert gen.verify() == []
 
 
