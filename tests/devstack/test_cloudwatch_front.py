@@ -22,6 +22,7 @@ from botocore.exceptions import ClientError, ConnectionClosedError
 
 from devstack.cloudwatch_front import (
     Cell,
+    SeriesIndex,
     aligned_start,
     is_statistic,
     percentile_of,
@@ -121,6 +122,28 @@ def test_query_protocol_parameters_unflatten() -> None:
                 {"Name": "Endpoint", "Value": "/x"}]}, "Period": "60"}},
             {"Id": "b"}],
         "ExtendedStatistics": ["p99", "p50"], "Dimensions": ""}
+
+
+@pytest.mark.unit
+def test_the_series_index_reads_only_what_was_appended() -> None:
+    class Datum:
+        def __init__(self, namespace: str, value: float) -> None:
+            self.namespace, self.name, self.unit = namespace, "L", "Milliseconds"
+            self.dimensions = [{"Name": "Endpoint", "Value": "/x"}]
+            self.timestamp = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+            self.value = value
+
+    series = ("A", "L", (("Endpoint", "/x"),))
+    stored = [Datum("A", 1.0), Datum("B", 2.0)]
+    index = SeriesIndex()
+    index.update(stored)
+    assert [e.value for e in index.entries(series)] == [1.0]
+    stored.append(Datum("A", 3.0))
+    index.update(stored)
+    index.update(stored)  # nothing new: nothing added twice
+    assert [e.value for e in index.entries(series)] == [1.0, 3.0]
+    index.update([Datum("A", 9.0)])  # another list (moto reset its backend): read afresh
+    assert [e.value for e in index.entries(series)] == [9.0]
 
 
 # --- over the wire ----------------------------------------------------------------------------
@@ -349,6 +372,18 @@ def test_the_outage_switch_drops_reads_and_the_rest_still_goes_to_moto(
         httpx.post(server.url + "/_faults/config", json={"cloudwatch": "up"})
     got = gmd(cw, [stat_query("q", namespace, "p99")], t, t + dt.timedelta(minutes=1))
     assert got["q"]["Values"] == [3.0]
+
+
+@pytest.mark.integration
+def test_a_moto_reset_empties_the_read_path(server: FaultyMotoServer, cw: Any) -> None:
+    namespace, t = ns(), minute_ago(2)
+    put_latencies(cw, namespace, t, [1.0], [2.0])
+    window = (t, t + dt.timedelta(minutes=1))
+    assert gmd(cw, [stat_query("n", namespace, "SampleCount")], *window)["n"]["Values"] == [2.0]
+    assert httpx.post(server.url + "/moto-api/reset").status_code == 200
+    assert gmd(cw, [stat_query("n", namespace, "SampleCount")], *window)["n"]["Values"] == []
+    put_latencies(cw, namespace, t, [1.0], [5.0])
+    assert gmd(cw, [stat_query("n", namespace, "SampleCount")], *window)["n"]["Values"] == [5.0]
 
 
 @pytest.mark.integration
