@@ -197,3 +197,37 @@ def test_a_gzipped_batch_is_counted_under_its_namespace(server: FaultyMotoServer
     httpx.post(server.url + "/_faults/config", json={"cloudwatch": "up"})
     cw.put_metric_data(Namespace=namespace, MetricData=data)
     assert len(cw.list_metrics(Namespace=namespace)["Metrics"]) == 300
+
+
+def test_the_process_serves_cloudwatch_percentiles(tmp_path: Any) -> None:
+    """moto in its own process (devstack.procs.MotoProcess, as the harness and `make run` start
+    it) answers GetMetricData percentiles through the CloudWatch front."""
+    import datetime as dt
+
+    from devstack.procs import MotoProcess
+
+    proc = MotoProcess(tmp_path / "moto.log")
+    try:
+        proc.wait()
+        make: Any = boto3.client
+        cw = make("cloudwatch", endpoint_url=proc.url, region_name="us-east-1",
+                  aws_access_key_id="testing", aws_secret_access_key="testing")
+        t = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0) - dt.timedelta(minutes=1)
+        dims = [{"Name": "Endpoint", "Value": "/api/v1/chat"}]
+        for namespace, values in (("ChatBot/Flask", [10.0, 20.0]), ("ChatBot/FastAPI", [30.0])):
+            cw.put_metric_data(Namespace=namespace, MetricData=[{
+                "MetricName": "RequestLatency", "Dimensions": dims, "Timestamp": t,
+                "Unit": "Milliseconds", "StorageResolution": 1, "Values": values,
+                "Counts": [9.0] * len(values)}])
+        end = t + dt.timedelta(minutes=1)
+        resp = cw.get_metric_data(StartTime=t, EndTime=end, MetricDataQueries=[
+            {"Id": f"{color}_{stat}", "MetricStat": {"Metric": {
+                "Namespace": namespace, "MetricName": "RequestLatency", "Dimensions": dims},
+                "Period": 60, "Stat": stat}}
+            for color, namespace in (("blue", "ChatBot/Flask"), ("green", "ChatBot/FastAPI"))
+            for stat in ("p50", "p99", "SampleCount")])
+        assert {r["Id"]: r["Values"] for r in resp["MetricDataResults"]} == {
+            "blue_p50": [10.0], "blue_p99": [20.0], "blue_SampleCount": [18.0],
+            "green_p50": [30.0], "green_p99": [30.0], "green_SampleCount": [9.0]}
+    finally:
+        proc.stop()
