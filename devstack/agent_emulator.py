@@ -20,6 +20,11 @@ Markers (anywhere in ``inputText``; the first of each name wins)
     ``[[chunks:N]]`` streams the reply in N chunks (1 <= N <= 10000).
     ``[[fault:KIND]]`` injects a fault (table below); an unknown KIND is a 400
     ValidationException.
+    ``[[trace:bad-usage]]`` sends, first and whether or not ``enableTrace`` asked for one, a
+    ``trace`` event whose ``usage`` token counts are the string ``"many"`` (both SDKs pass it
+    through unparsed), then the normal reply: an answer a client that sums tokens cannot use
+    (both colors answer 500 ``INTERNAL_ERROR``; ``parity_tests/cases/server_errors.yaml``).
+    An unknown trace KIND is a 400 ValidationException.
 
 Faults: what boto3 1.40 and aiobotocore 2.25 raise (measured by ``tests/devstack``)
 
@@ -123,6 +128,7 @@ __all__ = [
     "ERROR_FAULTS",
     "FAULT_KINDS",
     "STREAM_FAULTS",
+    "TRACE_KINDS",
     "AgentEmulator",
     "EmulatorApp",
     "Markers",
@@ -158,13 +164,15 @@ STREAM_FAULTS: Final = frozenset({
     "timeout", "midstream", "midstream-throttle", "malformed", "empty", "stall", "disconnect",
 })
 FAULT_KINDS: Final = frozenset(ERROR_FAULTS) | STREAM_FAULTS
+#: ``[[trace:KIND]]``: a trace event the client's SDK parses but the client cannot use
+TRACE_KINDS: Final = frozenset({"bad-usage"})
 DEFAULT_STREAM_CHUNKS: Final = 3
 MAX_CHUNKS: Final = 10_000
 MAX_BODY_BYTES: Final = 32 * 1024 * 1024  # inputText may hold 25M characters
 
 _ID_RE = re.compile(r"[0-9a-zA-Z]{1,10}")
 _SESSION_RE = re.compile(r"[0-9a-zA-Z._:-]{2,100}")
-_MARKER_RE = re.compile(r"\[\[\s*(fault|latency|chunks)\s*:\s*([^\[\]]*?)\s*\]\]")
+_MARKER_RE = re.compile(r"\[\[\s*(fault|latency|chunks|trace)\s*:\s*([^\[\]]*?)\s*\]\]")
 _ECHO_CHARS: Final = 200
 
 
@@ -178,6 +186,7 @@ class Markers:
     fault: str | None = None
     latency_ms: int | None = None
     chunks: int | None = None
+    trace: str | None = None
 
 
 _NO_MARKERS: Final = Markers()
@@ -196,7 +205,10 @@ def parse_markers(input_text: str) -> Markers:
     if "chunks" in found:
         chunks = _int_marker("chunks", found["chunks"], 1, MAX_CHUNKS)
     fault = found["fault"].lower() if "fault" in found else None
-    return Markers(fault=fault, latency_ms=latency, chunks=chunks)
+    trace = found["trace"].lower() if "trace" in found else None
+    if trace is not None and trace not in TRACE_KINDS:
+        raise ValueError(f"marker [[trace:{trace}]]: known kinds: {', '.join(sorted(TRACE_KINDS))}")
+    return Markers(fault=fault, latency_ms=latency, chunks=chunks, trace=trace)
 
 
 def _int_marker(name: str, raw: str, low: int, high: int) -> int:
@@ -206,7 +218,8 @@ def _int_marker(name: str, raw: str, low: int, high: int) -> int:
 
 
 def strip_markers(input_text: str) -> str:
-    """*input_text* without its ``[[fault:..]]``, ``[[latency:..]]`` and ``[[chunks:..]]``."""
+    """*input_text* without its ``[[fault:..]]``, ``[[latency:..]]``, ``[[chunks:..]]`` and
+    ``[[trace:..]]``."""
     return _MARKER_RE.sub("", input_text) if "[[" in input_text else input_text
 
 
@@ -456,7 +469,8 @@ class EmulatorApp:
 
         if fault is None:
             await self._reply(send, agent_id, alias_id, session_id, input_text, enable_trace,
-                              markers.chunks or (DEFAULT_STREAM_CHUNKS if stream_final else 1))
+                              markers.chunks or (DEFAULT_STREAM_CHUNKS if stream_final else 1),
+                              markers.trace)
         elif fault in ERROR_FAULTS:
             status, error_type = ERROR_FAULTS[fault]
             await self._error(send, status, error_type, f"Emulated fault: {fault}")
@@ -472,11 +486,15 @@ class EmulatorApp:
         ]}
 
     async def _reply(self, send: Send, agent_id: str, alias_id: str, session_id: str,
-                     input_text: str, enable_trace: bool, chunks: int) -> None:
+                     input_text: str, enable_trace: bool, chunks: int,
+                     trace: str | None = None) -> None:
         reply = reply_for(input_text)
         head = b""
-        if enable_trace:
-            input_tokens, output_tokens = usage_for(input_text)
+        if enable_trace or trace is not None:
+            usage: tuple[object, object] = usage_for(input_text)
+            if trace == "bad-usage":
+                usage = ("many", "many")
+            input_tokens, output_tokens = usage
             head = event_message("trace", {
                 "agentId": agent_id,
                 "agentAliasId": alias_id,

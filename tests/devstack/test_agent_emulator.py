@@ -557,6 +557,34 @@ def test_runtime_latency_change(emulator: AgentEmulator, sync_client: Any) -> No
         emulator.latency_ms = -5
 
 
+def test_trace_marker_bad_usage_reaches_both_sdks_unparsed(emulator: AgentEmulator,
+                                                          sync_client: Any) -> None:
+    """``[[trace:bad-usage]]``: a trace first (enableTrace not asked) whose token counts are
+    text, then the normal reply; neither SDK refuses it, so the client is the one that fails."""
+    text = "count me [[trace:bad-usage]]"
+    _, events = invoke_sync(sync_client, text)
+    usage = events[0]["trace"]["trace"]["orchestrationTrace"]["modelInvocationOutput"][
+        "metadata"]["usage"]
+    assert usage == {"inputTokens": "many", "outputTokens": "many"}
+    assert text_of(events) == reply_for(text)
+
+    async def body(client: Any) -> list[Any]:
+        seen: list[Any] = []
+        await invoke_async(client, text, seen)
+        return seen
+
+    async_events = with_async_client(emulator.url, body)
+    assert async_events[0]["trace"]["trace"]["orchestrationTrace"]["modelInvocationOutput"][
+        "metadata"]["usage"]["inputTokens"] == "many"
+    from shared.agent import CompletionAccumulator
+    with pytest.raises(ValueError):
+        CompletionAccumulator().add(async_events[0])
+    assert parse_markers(text).trace == "bad-usage"
+    with pytest.raises(ValueError, match="trace"):
+        parse_markers("[[trace:nope]]")
+    assert strip_markers(text) == "count me "
+
+
 # --- lifecycle ----------------------------------------------------------------------------------
 
 def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
