@@ -8,7 +8,7 @@ BLUE_PORT ?= 8001
 GREEN_PORT ?= 8002
 export BLUE_PORT GREEN_PORT
 
-.PHONY: help install run test test-fast lint typecheck parity bench soak fuzz audit lock clean
+.PHONY: help install run test test-fast lint typecheck parity bench soak fuzz cutover audit lock clean
 
 help:
 	@echo "make run      devstack + blue (gunicorn, :$(BLUE_PORT)) + green (uvicorn, :$(GREEN_PORT))"
@@ -17,6 +17,7 @@ help:
 	@echo "make bench    blue against green under the same load (reports/bench/)"
 	@echo "make soak     a bounded soak of each color (reports/soak/)"
 	@echo "make fuzz     Schemathesis against both colors' /openapi.json"
+	@echo "make cutover  rehearse the blue->green cutover on devstack (reports/cutover/)"
 	@echo "make audit    known vulnerabilities in the pinned dependencies"
 	@echo "make lock     re-resolve the lock files from pyproject.toml"
 
@@ -45,11 +46,13 @@ test: lint typecheck
 test-fast: install
 	$(BIN)/pytest -m unit -q
 
-# make parity [GENERATED=150] [SEED=...] [BLUE_URL=... GREEN_URL=...] [REPLAY=capture.jsonl]
+# make parity [GENERATED=150] [SEED=...] [BLUE_URL=... GREEN_URL=... [PROFILE=make-run]]
+#             [REPLAY=capture.jsonl]
 parity: install
 	$(BIN)/python -m parity_tests $(if $(GENERATED),--generated $(GENERATED)) \
 	  $(if $(SEED),--seed $(SEED)) $(if $(BLUE_URL),--blue-url $(BLUE_URL)) \
-	  $(if $(GREEN_URL),--green-url $(GREEN_URL)) $(if $(REPLAY),--replay $(REPLAY))
+	  $(if $(GREEN_URL),--green-url $(GREEN_URL)) $(if $(PROFILE),--profile $(PROFILE)) \
+	  $(if $(REPLAY),--replay $(REPLAY))
 
 # make bench [BENCH_ARGS="--levels 10,50,200,500 --duration 15 --agent-latency-ms 200"]
 # installs what is missing: wrk (Debian package) and dynalite (npm ci, devstack/dynalite's lock)
@@ -66,6 +69,11 @@ soak: install
 # make fuzz [FUZZ_ARGS="--max-examples 100"]: Schemathesis, every check, against both colors
 fuzz: install
 	$(BIN)/python -m parity_tests.fuzz $(FUZZ_ARGS)
+
+# make cutover [CUTOVER_ARGS="--scenarios healthy,degrade --rate 30"]: the cutover rehearsed on
+# devstack, every scenario, about 4 minutes; reports/cutover/<scenario>/{audit.jsonl,timeline.png}
+cutover: install
+	$(BIN)/python -m deploy.rehearsal $(CUTOVER_ARGS)
 
 # make audit: known vulnerabilities in the pinned dependencies (needs PyPI)
 audit: install

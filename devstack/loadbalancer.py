@@ -125,6 +125,9 @@ from multidict import CIMultiDict
 from yarl import URL
 
 log = logging.getLogger("devstack.loadbalancer")
+ALB_LINE_LIMIT = 16_384  # an ALB refuses request lines and header lines past 16 KiB
+ALB_MAX_HEADERS = 1_000  # past the apps' own limit of 100 names, so they answer it (431)
+ALB_CLIENT_IDLE_S = 60.0  # an ALB's default client idle timeout
 
 NAMESPACE = "AWS/ApplicationELB"
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
@@ -713,8 +716,12 @@ class LoadBalancer:
         tasks: list[asyncio.Task[None]] = []
         try:
             for arn, port in self._wanted_ports.items():
-                runner = web.ServerRunner(web.Server(self._handler_for(arn)), access_log=None,
-                                          handle_signals=False)
+                # an ALB's limits, not aiohttp's: a 16 KiB request line and header line, a 60 s
+                # client idle timeout, bodies as sent (no size cap, no decompression)
+                server = web.Server(self._handler_for(arn), max_line_size=ALB_LINE_LIMIT,
+                                    max_field_size=ALB_LINE_LIMIT, max_headers=ALB_MAX_HEADERS,
+                                    keepalive_timeout=ALB_CLIENT_IDLE_S, auto_decompress=False)
+                runner = web.ServerRunner(server, access_log=None, handle_signals=False)
                 runners.append(runner)
                 self.ports[arn] = await self._serve(runner, port)
             admin = web.Application()
@@ -923,7 +930,8 @@ class LoadBalancer:
     async def _forward(self, request: web.BaseRequest, tg_arn: str, target: Target,
                        raw_path: str) -> web.StreamResponse:
         assert self._session is not None
-        body = await request.read() if request.body_exists else None
+        # the stream, not request.read(): that caps bodies at aiohttp's 1 MiB
+        body = await request.content.read() if request.body_exists else None
         url = URL(f"http://{target.host}:{target.port}{raw_path}", encoded=True)
         started = time.perf_counter()
         try:

@@ -8,7 +8,7 @@ weighted rule in moto), then runs each scenario with the real controller (:mod:`
 
 ==================  ============================================================================
 ``healthy``         green is promoted to 100 %; no conversation broken
-``degrade``         at 50 %, green's agent answers in 900 ms: rolled back at the end of the first
+``degrade``         at 50 %, green's agent answers in 1.5 s: rolled back at the end of the first
                     window that holds the fault
 ``alarm``           at 10 %, a listed CloudWatch alarm goes to ALARM (``set_alarm_state``):
                     rolled back at the end of that window
@@ -45,6 +45,7 @@ from typing import Any
 
 import boto3
 import httpx
+import yaml
 
 from deploy.cli import build
 from deploy.controller import Controller, Outcome
@@ -69,6 +70,8 @@ REHEARSAL_PLAN = PLANS / "rehearsal.yaml"
 API_KEY = "rehearsal-key-1"
 PARITY_KEY = "rehearsal-key-2"
 ALARM = "chatbot-green-target-5xx"
+SMOKE = "scenarios/"  # the parity cases of the other scenarios' pre-traffic gate
+DEGRADED_MS = 1500  # green's agent latency in the degrade scenario
 SCENARIOS = ("healthy", "degrade", "alarm", "green-dies", "controller-dies", "low-traffic")
 EXPECTED = {
     "healthy": "completed: green at 100 %, no conversation broken",
@@ -151,7 +154,9 @@ class Rehearsal(contextlib.AbstractContextManager["Rehearsal"]):
                    "CLOUDWATCH_ENDPOINT_URL": self.moto.url, "ENVIRONMENT": "test",
                    "SESSIONS_TABLE": "chat_sessions", "RATE_LIMIT_TABLE": "chat_rate_limits",
                    "API_KEYS": f"{API_KEY},{PARITY_KEY}", "RATE_LIMIT_REQUESTS": "1000000",
-                   "METRICS_FLUSH_INTERVAL_S": "1", "METRICS_STORAGE_RESOLUTION": "1"}
+                   "METRICS_FLUSH_INTERVAL_S": "1", "METRICS_STORAGE_RESOLUTION": "1",
+                   # a silent DynamoDB (the suite's ddb:timeout cases) answers in about 2 s
+                   "DYNAMODB_READ_TIMEOUT_S": "1", "DYNAMODB_MAX_ATTEMPTS": "2"}
             for agent in self.agents.values():
                 agent.wait()
             for color in ("blue", "green"):
@@ -218,8 +223,16 @@ class Rehearsal(contextlib.AbstractContextManager["Rehearsal"]):
                 "PARITY_GREEN_URL": self.test_url, "PARITY_API_KEY": PARITY_KEY,
                 "CUTOVER_REPORT_DIR": str(report_dir)}
 
+    def plan_for(self, name: str) -> Plan:
+        """The whole parity suite gates the healthy cutover; the other scenarios are about
+        traffic, and their gate runs the multi-step conversations only (``SMOKE``)."""
+        if name == "healthy":
+            return self.plan
+        pre = self.plan.pre_traffic.model_copy(update={"parity_filter": SMOKE})
+        return self.plan.model_copy(update={"pre_traffic": pre})
+
     def controller(self, name: str, report_dir: Path) -> Controller:
-        controller = build(self.settings(report_dir), self.plan, report_dir)
+        controller = build(self.settings(report_dir), self.plan_for(name), report_dir)
         controller.print = lambda line: self.print(f"  [{name}] {line}")
         return controller
 
@@ -282,7 +295,16 @@ class Rehearsal(contextlib.AbstractContextManager["Rehearsal"]):
 
     def _load(self, rate: float | None = None) -> LoadGenerator:
         return LoadGenerator(self.production_url, API_KEY, rate_per_s=rate or self.rate,
-                             users=10, turns=4, max_duration_s=150, timeout_s=10).start()
+                             users=10, turns=4, max_duration_s=150, timeout_s=10)
+
+    @staticmethod
+    def _start_load_after_gate(controller: Controller, load: LoadGenerator) -> None:
+        """The clients arrive once the pre-traffic gate has passed (the suite runs on a quiet
+        stack); the first analysis window opens after the weights move, with load on both."""
+        def on_event(event: dict[str, Any]) -> None:
+            if event["event"] == "pre_traffic" and not load.running:
+                load.start()
+        controller.listeners.append(on_event)
 
     def _in_thread(self, controller: Controller) -> tuple[threading.Thread, list[Outcome]]:
         box: list[Outcome] = []
@@ -332,7 +354,7 @@ class Rehearsal(contextlib.AbstractContextManager["Rehearsal"]):
 
         controller.listeners.append(on_event)
         load = self._load()
-        time.sleep(2)  # blue has a baseline before anything moves
+        self._start_load_after_gate(controller, load)
         thread, box = self._in_thread(controller)
         thread.join(120)
         audit = self._audit(controller)
@@ -367,7 +389,7 @@ class Rehearsal(contextlib.AbstractContextManager["Rehearsal"]):
         controller = self.controller(name, directory)
         self.reset(controller)
         load = self._load()
-        time.sleep(2)
+        self._start_load_after_gate(controller, load)
         outcome = controller.start()
         audit = self._audit(controller)
         result.outcome = asdict(outcome)
@@ -390,8 +412,8 @@ class Rehearsal(contextlib.AbstractContextManager["Rehearsal"]):
     def scenario_degrade(self, name: str) -> ScenarioResult:
         def inject() -> str:
             httpx.post(self.agents["green"].url + "/_emulator/config",
-                       json={"latency_ms": 900}, timeout=5).raise_for_status()
-            return "green's agent: 900 ms"
+                       json={"latency_ms": DEGRADED_MS}, timeout=5).raise_for_status()
+            return f"green's agent: {DEGRADED_MS} ms"
         return self._gated(name, 50, inject)
 
     def scenario_alarm(self, name: str) -> ScenarioResult:
@@ -410,7 +432,7 @@ class Rehearsal(contextlib.AbstractContextManager["Rehearsal"]):
         controller = self.controller(name, directory)
         self.reset(controller)
         load = self._load(rate=0.5)
-        time.sleep(2)
+        self._start_load_after_gate(controller, load)
         outcome = controller.start()
         audit = self._audit(controller)
         result.outcome = asdict(outcome)
@@ -437,9 +459,11 @@ class Rehearsal(contextlib.AbstractContextManager["Rehearsal"]):
         directory = self.report_dir / name
         controller = self.controller(name, directory)
         self.reset(controller)
-        load = self._load()
-        time.sleep(2)
-        plan = str(REHEARSAL_PLAN)
+        load = self._load().start()
+        plan_path = directory / "plan.yaml"
+        plan_path.write_text(yaml.safe_dump(self.plan_for(name).model_dump(mode="json"),
+                                            sort_keys=False), encoding="utf-8")
+        plan = str(plan_path)
         cmd = [sys.executable, "-m", "deploy", "cutover"]
         env = self.env(directory)
         log = (directory / "controller-1.log").open("wb")
