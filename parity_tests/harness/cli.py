@@ -13,23 +13,32 @@ from typing import Any, Literal
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from parity_tests.harness import checks, report
+from parity_tests.harness import checks, report, reproduce
 from parity_tests.harness.compare import diff, flatten
-from parity_tests.harness.lanes import Lane, LocalLanes, cloudwatch_lost, fault_note, remote_lanes
+from parity_tests.harness.lanes import (
+    API_KEYS,
+    Lane,
+    LocalLanes,
+    cloudwatch_lost,
+    fault_note,
+    remote_lanes,
+)
 from parity_tests.harness.model import Case, load_corpus
 from parity_tests.harness.rules import load_known, load_noise
 from parity_tests.harness.runner import CaseResult, Runner
 from shared.openapi import openapi_document
 
 HERE = Path(__file__).resolve().parent.parent
+OFF_TERMINAL_WIDTH = 20_000  # columns off a terminal (CI logs): tables never wrap a cell
 
 
 def make_console() -> Console:
-    """The terminal: rich when stdout is one; otherwise plain lines never wrapped at 80."""
+    """The terminal: rich when stdout is one; otherwise plain lines that are never wrapped or
+    cut (soft wrap for text; a width no table reaches, so a table's cells keep one line)."""
     probe = Console()
     if probe.is_terminal:
         return Console(highlight=False)
-    return Console(highlight=False, soft_wrap=True, width=200, no_color=True)
+    return Console(highlight=False, soft_wrap=True, width=OFF_TERMINAL_WIDTH, no_color=True)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -55,6 +64,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", default=os.environ.get("PROFILE") or os.environ.get(
         "PARITY_PROFILE") or None, help="staging profile (a path, or a name under "
         "parity_tests/profiles/, e.g. make-run) describing what --blue-url/--green-url honour")
+    p.add_argument("--keep-lanes", action="store_true",
+                   help="after a failed local run, keep its servers (and devstack) up on the "
+                   "same URLs until Ctrl-C, and print the URLs and key for the reproducers")
     p.add_argument("--noise", type=Path, default=HERE / "noise.yaml")
     p.add_argument("--known", type=Path, default=HERE / "known_differences.yaml")
     p.add_argument("--today", type=dt.date.fromisoformat, default=dt.date.today(),
@@ -119,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         console.print("[red]give both --blue-url and --green-url (or BLUE_URL and GREEN_URL)")
         return 2
     notes: list[str] = []
-    info: dict[str, Any] = {"sources": sources, "expired": expired}
+    info: dict[str, Any] = {"sources": sources, "expired": expired, "filter": args.filter,
+                            "seed": args.seed if sources.get("generated") else None,
+                            "cases_dir": None if args.replay else args.cases}
 
     def run(lanes: list[Lane], effects: Any) -> list[CaseResult]:
         with Progress(TextColumn("[bold]parity"), BarColumn(), MofNCompleteColumn(),
@@ -180,19 +194,78 @@ def main(argv: list[str] | None = None) -> int:
             if check_run is not None:
                 with console.status("checks: " + ", ".join(names)):
                     info["checks"] = [r.to_dict() for r in check_run.run()]
+                check_run.close()
+                check_run = None
+            info["notes"] = notes
+            info["duration_s"] = time.perf_counter() - started
+            faults_url = stack.lanes[0].aws_url if stack.lanes else None
+            summary = finish(args, console, results, info, urls, faults_url)
+            if args.keep_lanes:
+                keep_lanes(stack, console, summary, args.report_dir)
+            return 0 if summary["passed"] else 1
         finally:
             stack.__exit__(None, None, None)
             if check_run is not None:
                 check_run.close()
     info["notes"] = notes
     info["duration_s"] = time.perf_counter() - started
+    summary = finish(args, console, results, info, urls, None)
+    return 0 if summary["passed"] else 1
+
+
+def finish(args: argparse.Namespace, console: Console, results: list[CaseResult],
+           info: dict[str, Any], urls: dict[str, str], faults_url: str | None
+           ) -> dict[str, Any]:
+    """Write summary.json, junit.xml, the reproducers and report.html; print the summary."""
     summary = report.summarize(results, info)
+    keys = API_KEYS if info.get("mode") == "local" else (
+        os.environ.get("PARITY_API_KEY", API_KEYS[0]),)
+    reproducers = reproduce.write_reproducers(results, args.report_dir, urls, keys, faults_url)
     report.write_json(summary, results, args.report_dir)
     report.write_junit(results, summary, args.report_dir)
-    report.write_html(summary, results, urls, args.report_dir)
+    report.write_html(summary, results, urls, args.report_dir, reproducers)
     report.print_summary(summary, console)
-    console.print(f"reports: {args.report_dir}/summary.json, junit.xml, report.html")
-    return 0 if summary["passed"] else 1
+    console.print(f"reports: {args.report_dir}/summary.json, junit.xml, report.html"
+                  + (f", {len(reproducers)} reproducers in {args.report_dir}/"
+                     f"{reproduce.DIRECTORY}/" if reproducers else ""), markup=False)
+    return summary
+
+
+def keep_lanes(stack: LocalLanes, console: Console, summary: dict[str, Any], report_dir: Path,
+               wait: Any = None) -> None:
+    """After a failed run: restart every lane's server on its URL (same tables, same emulator,
+    same devstack; they were stopped so that CloudWatch got their last metrics), print what a
+    reproducer needs, and wait for Ctrl-C (``wait``: called instead, for tests)."""
+    if summary["passed"]:
+        console.print("--keep-lanes: the run passed; nothing to keep", markup=False)
+        return
+    for lane in stack.lanes:
+        assert lane.server is not None
+        lane.server.log_path = report_dir / "logs" / f"{lane.name}-kept.log"
+        lane.server.start()
+    for lane in stack.lanes:
+        assert lane.server is not None
+        lane.server.wait_healthy(90)
+    env = {"blue": "BLUE_URL", "blue-aa": "BLUE_AA_URL", "green": "GREEN_URL"}
+    console.print("lanes kept up (the state the run left; Ctrl-C stops them):", markup=False)
+    for lane in stack.lanes:
+        console.print(f"  {env.get(lane.name, lane.name)}={lane.url}", markup=False)
+    console.print(f"  PARITY_API_KEY={API_KEYS[0]} PARITY_API_KEY_2={API_KEYS[1]}",
+                  markup=False)
+    if stack.lanes and stack.lanes[0].aws_url:
+        console.print(f"  PARITY_FAULTS_URL={stack.lanes[0].aws_url}", markup=False)
+    exports = " ".join(f"{env[lane.name]}={lane.url}" for lane in stack.lanes
+                       if lane.name in env)
+    console.print(f"e.g. {exports} PARITY_API_KEY={API_KEYS[0]} python3 "
+                  f"{report_dir}/{reproduce.DIRECTORY}/001-*.py", markup=False)
+    try:
+        if wait is not None:
+            wait()
+        else:
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        console.print("stopping the kept lanes", markup=False)
 
 
 def staging_main(args: argparse.Namespace, console: Console) -> int:

@@ -2,27 +2,128 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import importlib.metadata
 import json
+import platform
 import re
 import shlex
+import subprocess
 import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from jinja2 import Environment, PackageLoader, select_autoescape
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from parity_tests.harness.compare import MISSING, Delta
 from parity_tests.harness.runner import CaseResult, LaneResponse, StepResult
 from shared.perfwindow import percentile
 from shared.routes import ROUTES
 
 UNROUTED = "(no route)"
+ROOT = Path(__file__).resolve().parents[2]
+ACCEPTED_HOLES = ROOT / "parity_tests" / "accepted_holes.yaml"
+DEFAULT_CASES = ROOT / "parity_tests" / "cases"
+PACKAGES = ("flask", "gunicorn", "fastapi", "uvicorn", "boto3", "aioboto3", "botocore",
+            "aiobotocore", "pydantic", "moto", "httpx")
+# which route each run-level check's answers reach: a name, or one per answer in order
+# (parity_tests/harness/checks.py: the burst and the drain are chats; dependency_down sends
+# chat, get-session, health-detailed, health, in that order)
+CHECK_ROUTES: dict[str, str | tuple[str, ...]] = {
+    "rate_limit_burst": "POST /api/v1/chat",
+    "graceful_shutdown": "POST /api/v1/chat",
+    "dependency_down": ("POST /api/v1/chat", "GET /api/v1/chat/sessions/{session_id}",
+                        "GET /health/detailed", "GET /health"),
+}
 
 
-def coverage(results: list[CaseResult], baseline: str) -> dict[str, Any]:
+def relative(path: str | Path) -> str:
+    """A path as the repo names it (absolute outside the repo)."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except (ValueError, OSError):
+        return str(path)
+
+
+# --- accepted holes ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AcceptedHole:
+    route: str  # "METHOD /path" as shared/routes.py
+    status: int
+    reason: str
+    owner: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.route} -> {self.status}"
+
+
+def load_accepted_holes(path: Path = ACCEPTED_HOLES) -> list[AcceptedHole]:
+    """The reviewed holes (``parity_tests/accepted_holes.yaml``); a bad file is a ValueError
+    naming the file and entry. A missing file accepts nothing."""
+    if not path.exists():
+        return []
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    entries = raw.get("holes") if isinstance(raw, dict) else None
+    if not isinstance(entries, list):
+        raise ValueError(f"{path}: expected a mapping with a 'holes' list")
+    out = []
+    for i, entry in enumerate(entries):
+        where = f"{path} entry #{i + 1}"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where}: an entry is a mapping (route, status, reason, owner)")
+        missing = {"route", "status", "reason", "owner"} - set(entry)
+        unknown = set(entry) - {"route", "status", "reason", "owner"}
+        if missing or unknown:
+            raise ValueError(f"{where}: missing {sorted(missing)}, unknown {sorted(unknown)}")
+        status = entry["status"]
+        if isinstance(status, bool) or not isinstance(status, int):
+            raise ValueError(f"{where}: status is an HTTP status (an integer), not {status!r}")
+        if not str(entry["reason"]).strip() or not str(entry["owner"]).strip():
+            raise ValueError(f"{where}: reason and owner must not be empty")
+        out.append(AcceptedHole(str(entry["route"]).strip(), status, str(entry["reason"]).strip(),
+                                str(entry["owner"]).strip()))
+    return out
+
+
+def _check_statuses(check: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """(route key, status, answers) of one run-level check's first color (the baseline, as
+    steps count in the baseline lane)."""
+    routes = CHECK_ROUTES.get(check.get("name", ""))
+    colors = check.get("colors") or {}
+    if routes is None or not colors:
+        return []
+    figures = next(iter(colors.values()))
+    statuses = figures.get("statuses") if isinstance(figures, dict) else None
+    out: list[tuple[str, int, int]] = []
+    if isinstance(routes, str) and isinstance(statuses, dict):
+        for status, n in statuses.items():
+            if str(status).isdigit():
+                out.append((routes, int(status), int(n)))
+    elif isinstance(routes, tuple) and isinstance(statuses, list):
+        for route, status in zip(routes, statuses, strict=False):
+            if isinstance(status, int):
+                out.append((route, status, 1))
+    return out
+
+
+def coverage(results: list[CaseResult], baseline: str, checks: list[dict[str, Any]] | None = None,
+             accepted: list[AcceptedHole] | None = None) -> dict[str, Any]:
+    """The route x status matrix over the run: steps (in the baseline lane) and the run-level
+    checks' answers. A documented pair nothing exercised is a hole, unless accepted."""
     seen: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    by_check: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for case in results:
         for step in case.steps:
             resp = step.responses.get(baseline)
@@ -31,20 +132,91 @@ def coverage(results: list[CaseResult], baseline: str) -> dict[str, Any]:
             key = f"{step.method if step.method != 'HEAD' else 'GET'} {step.route}" \
                 if step.route else UNROUTED
             seen[key][resp.status] += 1
+    for check in checks or []:
+        for key, status, n in _check_statuses(check):
+            seen[key][status] += n
+            if check["name"] not in by_check[key][str(status)]:
+                by_check[key][str(status)].append(check["name"])
+    accepted = accepted or []
+    documented_pairs = {f"{r.method} {r.path} -> {s}" for r in ROUTES for s in r.statuses}
+    accepted_by_key = {a.key: a for a in accepted}
     matrix: dict[str, dict[str, int]] = {}
     holes: list[str] = []
+    accepted_holes: list[dict[str, Any]] = []
+    stale: list[dict[str, Any]] = []
     for route in ROUTES:
         key = f"{route.method} {route.path}"
         row = {str(s): seen.get(key, {}).get(s, 0) for s in route.statuses}
         for status, count in seen.get(key, {}).items():
             row.setdefault(str(status), count)
         matrix[key] = dict(sorted(row.items()))
-        holes.extend(f"{key} -> {s}" for s in route.statuses if not seen.get(key, {}).get(s))
+        for s in route.statuses:
+            pair = f"{key} -> {s}"
+            hole = accepted_by_key.get(pair)
+            if seen.get(key, {}).get(s):
+                if hole is not None:
+                    stale.append({**asdict(hole), "pair": pair})
+            elif hole is not None:
+                accepted_holes.append({**asdict(hole), "pair": pair})
+            else:
+                holes.append(pair)
     if UNROUTED in seen:
         matrix[UNROUTED] = {str(s): n for s, n in sorted(seen[UNROUTED].items())}
-    documented = sum(len(r.statuses) for r in ROUTES)
-    return {"matrix": matrix, "holes": holes, "documented": documented,
-            "covered": documented - len(holes)}
+    documented = len(documented_pairs)
+    return {"matrix": matrix, "holes": holes, "accepted_holes": accepted_holes,
+            "stale_accepted_holes": stale,
+            "undocumented_accepted_holes": sorted(k for k in accepted_by_key
+                                                  if k not in documented_pairs),
+            "from_checks": {k: dict(v) for k, v in by_check.items()},
+            "documented": documented,
+            "covered": documented - len(holes) - len(accepted_holes)}
+
+
+# --- the run's identity ------------------------------------------------------------------------
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True,  # noqa: S603,S607
+                             text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def corpus_hash(cases_dir: Path = DEFAULT_CASES) -> str | None:
+    """sha256 (first 16 hex) over every case file's relative path and bytes, in order."""
+    if not cases_dir.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(cases_dir.rglob("*")):
+        if path.suffix in (".yaml", ".yml", ".json") and path.is_file():
+            digest.update(str(path.relative_to(cases_dir)).encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def run_identity(info: dict[str, Any]) -> dict[str, Any]:
+    """What this run was: when, which code (commit, and whether the tree had changes), which
+    cases (seed, generated count, corpus hash), which packages."""
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    sources = info.get("sources", {})
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": None if status is None else bool(status),
+        "seed": info.get("seed"),
+        "generated": sources.get("generated", 0),
+        "corpus_cases": sources.get("corpus"),
+        "corpus_hash": corpus_hash(Path(info.get("cases_dir") or DEFAULT_CASES)),
+        "filter": info.get("filter"),
+        "packages": versions,
+    }
 
 
 def latency(results: list[CaseResult]) -> dict[str, dict[str, float]]:
@@ -78,9 +250,25 @@ def per_endpoint(results: list[CaseResult]) -> dict[str, dict[str, int]]:
 
 
 def summarize(results: list[CaseResult], info: dict[str, Any]) -> dict[str, Any]:
+    """Every count, the identity of the run and the coverage; ``passed`` is the verdict.
+    ``info`` may carry ``identity`` (else computed), ``accepted_holes`` (a list of
+    :class:`AcceptedHole`; else read from ``parity_tests/accepted_holes.yaml``), ``seed``,
+    ``cases_dir`` and ``filter``."""
     steps = [s for c in results for s in c.steps]
     lanes = info["lanes"]
+    run_errors = list(info.get("run_errors", []))
+    accepted = info.get("accepted_holes")
+    if accepted is None:
+        try:
+            accepted = load_accepted_holes()
+        except ValueError as exc:
+            run_errors.append(str(exc))
+            accepted = []
+    cov = coverage(results, lanes[0], info.get("checks", []), accepted)
+    run_errors += [f"accepted_holes.yaml: {pair} is not a documented status of its route "
+                   "(shared/routes.py)" for pair in cov["undocumented_accepted_holes"]]
     summary = {
+        "identity": info.get("identity") or run_identity(info),
         "cases": len(results),
         "steps": len(steps),
         "differences": sum(len(s.differences) for s in steps) + len(info.get("cloudwatch", [])),
@@ -100,7 +288,7 @@ def summarize(results: list[CaseResult], info: dict[str, Any]) -> dict[str, Any]
         "sources": info.get("sources", {}),
         "latency_ms": latency(results),
         "per_endpoint": per_endpoint(results),
-        "coverage": coverage(results, lanes[0]),
+        "coverage": cov,
         "cloudwatch_differences": info.get("cloudwatch", []),
         "expired": info.get("expired", []),
         "unused_noise_rules": info.get("unused_noise_rules", []),
@@ -113,7 +301,7 @@ def summarize(results: list[CaseResult], info: dict[str, Any]) -> dict[str, Any]
         "skipped_by_class": dict(sorted(Counter(
             s["class"] for s in info.get("skipped", [])).items())),
         # what stopped the run itself (a target down, a broken corpus): never a pass
-        "errors_detail": info.get("run_errors", []),
+        "errors_detail": run_errors,
         "first_failures": first_failures(results),
     }
     summary["errors"] += len(summary["errors_detail"])
@@ -184,16 +372,34 @@ def curl(base_url: str, step: StepResult, lane: str) -> str:
 
 # --- files -------------------------------------------------------------------------------------
 
+def _lane_pair(step: StepResult, noise: bool) -> tuple[str, str]:
+    """The two lanes a delta of ``step`` compares: baseline and A/A lane for undeclared noise,
+    baseline and candidate (the last lane) for a difference."""
+    names = list(step.responses)
+    if noise and "blue-aa" in names:
+        return names[0], "blue-aa"
+    return names[0], names[-1]
+
+
+def delta_dict(delta: Delta, lanes: tuple[str, str]) -> dict[str, Any]:
+    """A delta with its values under the names of the lanes it compares."""
+    d = delta.to_dict()
+    return {"path": d["path"], "kind": d["kind"], "lanes": list(lanes),
+            lanes[0]: d["blue"], lanes[1]: d["other"]}
+
+
 def write_json(summary: dict[str, Any], results: list[CaseResult], out: Path) -> None:
     failing = []
     for case in results:
         if not case.failed:
             continue
-        failing.append({"case": case.case.id, "error": case.error, "steps": [
+        failing.append({"case": case.case.id, "source": relative(case.case.source) if
+                        case.case.source else "", "error": case.error, "steps": [
             {"step": s.step, "method": s.method, "path": s.path,
              "statuses": {k: v.status for k, v in s.responses.items()},
-             "differences": [d.to_dict() for d in s.differences],
-             "undeclared_noise": [d.to_dict() for d in s.undeclared_noise],
+             "differences": [delta_dict(d, _lane_pair(s, False)) for d in s.differences],
+             "undeclared_noise": [delta_dict(d, _lane_pair(s, True))
+                                  for d in s.undeclared_noise],
              "contract_violations": s.violations, "expectation": s.expectation,
              "error": s.error} for s in case.steps if s.failed]})
     (out / "summary.json").write_text(json.dumps({**summary, "failing": failing}, indent=2,
@@ -289,41 +495,159 @@ def _highlight(text: str, paths: list[str]) -> list[dict[str, Any]]:
             for line in text.splitlines()]
 
 
+OPEN_CASES = 3  # failing cases shown expanded; the rest are collapsed
+VALUE_CHARS = 2000
+
+
+def show(value: Any) -> str:
+    """A compared value as JSON (``null``, ``true``, ``"text"``); an absent one as
+    ``(absent)``."""
+    if value is MISSING:
+        return "(absent)"
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return printable(text if len(text) <= VALUE_CHARS else text[:VALUE_CHARS] + "…")
+
+
+def anchor(index: int) -> str:
+    return f"case-{index + 1}"
+
+
+def _differing_headers(step: StepResult) -> set[str]:
+    names: set[str] = set()
+    responses = list(step.responses.values())
+    for r in responses:
+        names |= set(r.headers)
+    return {n for n in names if len({r.headers.get(n) for r in responses}) > 1}
+
+
+def _overview(failing: list[tuple[int, CaseResult]]) -> list[dict[str, Any]]:
+    """What failed, grouped: one row per field path (differences, noise) or problem text,
+    with how often and the cases it touches."""
+    groups: dict[tuple[str, str, str], dict[str, Any]] = {}
+
+    def add(kind: str, what: str, lanes: str, index: int, case: CaseResult) -> None:
+        row = groups.setdefault((kind, what, lanes), {"kind": kind, "what": what,
+                                                      "lanes": lanes, "count": 0, "cases": {}})
+        row["count"] += 1
+        row["cases"].setdefault(case.case.id, anchor(index))
+
+    for index, case in failing:
+        if case.error:
+            add("case error", case.error, "", index, case)
+        for step in case.steps:
+            for d in step.differences:
+                add("difference", d.path, " vs ".join(_lane_pair(step, False)), index, case)
+            for d in step.undeclared_noise:
+                add("undeclared noise", d.path, " vs ".join(_lane_pair(step, True)), index,
+                    case)
+            for v in step.violations:
+                lane, _, text = v.partition(": ")
+                add("contract violation", text or v, lane if text else "", index, case)
+            if step.expectation:
+                add("expectation", re.sub(r"^expected (\d+);.*", r"expected \1", step.expectation),
+                    "", index, case)
+            if step.error:
+                add("error", step.error, "", index, case)
+    rows = sorted(groups.values(), key=lambda r: (-r["count"], r["kind"], r["what"]))
+    for row in rows:
+        row["cases"] = [{"id": k, "anchor": v} for k, v in row["cases"].items()]
+    return rows
+
+
+def _step_view(s: StepResult, lanes: list[str], base_url: str) -> dict[str, Any]:
+    paths = [d.path for d in s.differences + s.undeclared_noise]
+    rows = []
+    for noise, deltas in ((False, s.differences), (True, s.undeclared_noise)):
+        pair = _lane_pair(s, noise)
+        for d in deltas:
+            values = dict.fromkeys(lanes, "")
+            for lane, value in zip(pair, (d.left, d.right), strict=True):
+                values[lane] = show(value)
+            for lane in lanes:
+                if lane not in pair and not noise and lane != pair[0]:
+                    values[lane] = "as " + pair[0]
+            rows.append({"path": printable(d.path), "kind": ("undeclared noise" if noise
+                                                             else f"difference ({d.kind})"),
+                         "noise": noise, "values": [values[lane] for lane in lanes]})
+    differing = _differing_headers(s)
+    first = next(iter(s.requests))
+    return {
+        "step": {"step": s.step, "method": s.method, "path": s.path,
+                 "expectation": s.expectation, "error": s.error,
+                 "violations": list(s.violations)},
+        "failed": s.failed,
+        "rows": rows,
+        "lanes": [{"name": name, "status": r.status,
+                   "differing_headers": sorted((k, v) for k, v in r.headers.items()
+                                               if k in differing)
+                   + sorted((k, "(absent)") for k in differing if k not in r.headers),
+                   "headers": sorted(r.headers.items()),
+                   "body": _highlight(_pretty(r), paths),
+                   "error": r.error,
+                   "elapsed": round(r.elapsed_ms, 1)}
+                  for name, r in s.responses.items()],
+        "request": json.dumps(s.requests[first].to_dict(), indent=2,
+                              ensure_ascii=False)[:20000],
+        "curl": curl(base_url, s, first),
+        "known": [(delta_dict(d, _lane_pair(s, False)), k.reason, k.owner, str(k.expires))
+                  for d, k in s.known],
+    }
+
+
+def _run_differences(summary: dict[str, Any], lanes: list[str]) -> dict[str, list[Any]]:
+    """Run-level differences (CloudWatch, Prometheus, tables): values under lane names."""
+    between: list[dict[str, Any]] = []
+    lost: list[dict[str, Any]] = []
+    for d in summary.get("cloudwatch_differences", []):
+        if d.get("kind") == "served-vs-cloudwatch":
+            lost.append({"lane": d.get("lane", ""), "path": d["path"],
+                         "served": show(d.get("blue")), "cloudwatch": show(d.get("other"))})
+            continue
+        values = dict.fromkeys(lanes, "")
+        values[lanes[0]] = show(d.get("blue"))
+        values[d.get("lane") or lanes[-1]] = show(d.get("other"))
+        between.append({"path": d["path"], "kind": d.get("kind", ""),
+                        "values": [values.get(lane, "") for lane in lanes]})
+    return {"between": between, "lost": lost}
+
+
+def _checks_view(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"name": c["name"], "passed": c["passed"], "failures": c["failures"],
+             "duration_s": c.get("duration_s"),
+             "colors": [{"color": color, "figures": [(k, show(v)) for k, v in fig.items()]}
+                        for color, fig in c["colors"].items()]} for c in checks]
+
+
 def write_html(summary: dict[str, Any], results: list[CaseResult], urls: dict[str, str],
-               out: Path) -> None:
+               out: Path, reproducers: dict[str, str] | None = None) -> None:
+    """report.html. ``reproducers``: case id -> the reproducer's path relative to ``out``."""
     # the template is report.html.j2: autoescape on for .j2 too (select_autoescape(["html"])
     # alone leaves it off), and nothing holding data is marked safe
     env = Environment(loader=PackageLoader("parity_tests", "templates"),
                       autoescape=select_autoescape(["html", "j2"], default=True))
+    lanes = list(summary["lanes"])
+    failing_results = [(i, c) for i, c in enumerate(c for c in results if c.failed)]
     failing = []
-    for case in results:
-        if not case.failed:
-            continue
-        steps = []
-        for s in case.steps:
-            paths = [d.path for d in s.differences + s.undeclared_noise]
-            steps.append({
-                "step": {"step": s.step, "method": s.method, "path": s.path,
-                         "expectation": s.expectation, "error": s.error,
-                         "violations": list(s.violations)},
-                "failed": s.failed,
-                "lanes": [{"name": name, "status": r.status,
-                           "headers": sorted(r.headers.items()),
-                           "body": _highlight(_pretty(r), paths),
-                           "curl": curl(urls.get(name, ""), s, name),
-                           "elapsed": round(r.elapsed_ms, 1)}
-                          for name, r in s.responses.items()],
-                "request": json.dumps(s.requests[next(iter(s.requests))].to_dict(), indent=2,
-                                      ensure_ascii=False)[:20000],
-                "differences": [d.to_dict() for d in s.differences],
-                "noise": [d.to_dict() for d in s.undeclared_noise],
-                "known": [(d.to_dict(), k.reason, k.owner, str(k.expires)) for d, k in s.known],
-            })
-        failing.append({"case": {"id": case.case.id, "source": case.case.source,
+    for index, case in failing_results:
+        steps = [_step_view(s, lanes, urls.get(next(iter(s.requests)), "")) for s in case.steps
+                 if s.failed]
+        failing.append({"anchor": anchor(index), "open": index < OPEN_CASES,
+                        "case": {"id": case.case.id,
+                                 "source": relative(case.case.source) if case.case.source
+                                 else "",
                                  "description": case.case.description},
-                        "error": case.error, "steps": steps})
+                        "error": case.error, "steps": steps,
+                        "failed_steps": sum(1 for s in case.steps if s.failed),
+                        "total_steps": len(case.steps),
+                        "reproducer": (reproducers or {}).get(case.case.id)})
+    passing = [c.case.id for c in results if not c.failed]
     template = env.get_template("report.html.j2")
-    page = template.render(summary=_clean(summary), failing=_clean(failing), urls=_clean(urls))
+    page = template.render(
+        summary=_clean(summary), failing=_clean(failing), urls=_clean(urls),
+        lanes=lanes, overview=_clean(_overview(failing_results)), passing=_clean(passing),
+        run_differences=_clean(_run_differences(summary, lanes)),
+        checks=_clean(_checks_view(summary.get("checks", []))),
+        open_cases=OPEN_CASES)
     (out / "report.html").write_text(page, encoding="utf-8", errors="backslashreplace")
 
 
@@ -344,10 +668,15 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
                     str(row["p99_ms"]))
     console.print(lat)
     cov = summary["coverage"]
+    accepted = cov.get("accepted_holes", [])
     console.print(f"coverage: {cov['covered']}/{cov['documented']} documented route x status "
-                  f"pairs exercised")
+                  f"pairs exercised (steps and run-level checks); {len(cov['holes'])} holes, "
+                  f"{len(accepted)} accepted (parity_tests/accepted_holes.yaml)", markup=False)
     for hole in cov["holes"]:
-        console.print(f"  hole: {hole}")
+        console.print(f"  hole: {hole}", markup=False)
+    for stale in cov.get("stale_accepted_holes", []):
+        console.print(f"  accepted but exercised now (delete the entry): {stale['pair']}",
+                      markup=False)
     for note in summary["notes"]:
         console.print(f"note: {note}")
     print_checks(summary.get("checks", []), console)
@@ -370,6 +699,13 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
                           f"other={_json(f['other'])}", markup=False)
         else:
             console.print(f"  {where}: {printable(str(f['problem']))}", markup=False)
+    ident = summary.get("identity") or {}
+    if ident:
+        dirty = {True: " (dirty tree)", False: ""}.get(bool(ident["git_dirty"]), "") \
+            if ident.get("git_dirty") is not None else " (tree unknown)"
+        console.print(f"run: {ident.get('date')} commit {(ident.get('git_commit') or '?')[:12]}"
+                      f"{dirty}, seed {ident.get('seed')}, generated {ident.get('generated')}, "
+                      f"corpus {ident.get('corpus_hash')}", markup=False)
     verdict = "[bold green]PASS[/]" if summary["passed"] else "[bold red]FAIL[/]"
     console.print(
         f"{verdict} {summary['cases']} cases, {summary['steps']} steps in "
@@ -397,8 +733,9 @@ def print_checks(checks: list[dict[str, Any]], console: Console) -> None:
     for check in checks:
         for color, figures in check["colors"].items():
             shown = ", ".join(f"{k} {figures[k]:g}" if isinstance(figures[k], float)
-                              else f"{k} {figures[k]}" for k in CHECK_FIGURES if k in figures)
-            table.add_row(check["name"], color, shown,
+                              else f"{k} {_json(figures[k])}" for k in CHECK_FIGURES
+                              if k in figures)
+            table.add_row(check["name"], color, Text(printable(shown)),
                           "[green]pass[/]" if check["passed"] else "[red]FAIL[/]")
         if not check["colors"]:
             table.add_row(check["name"], "", "", "[red]FAIL[/]")
