@@ -53,7 +53,10 @@ Message = Annotated[
 
 
 class _Contract(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    """A response body: closed (an undocumented field is a contract violation, which the parity
+    harness reports). Request bodies that tolerate unknown fields say so (``ChatRequest``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class ChatRequest(_Contract):

@@ -4,7 +4,9 @@
   against each color with all its shipped workers (blue: gunicorn, 2 x cores + 1 sync workers;
   green: uvicorn, one worker per core). Exactly ``limit`` are accepted (and their
   ``X-RateLimit-Remaining`` values are exactly limit-1 .. 0, once each), the K others are 429
-  ``RATE_LIMITED``, and both colors answer the same statuses, headers and 429 envelope.
+  ``RATE_LIMITED``, and both colors give the same multiset of answers, accepted and refused
+  alike: status, every compared header and the whole body (ids aliased, declared noise reduced
+  to its format, as the corpus compares them; :func:`canonical_answer`).
 - ``dependency_down``: a dependency really stopped, not simulated: each color's agent endpoint and
   CloudWatch endpoint are closed ports (DynamoDB is up). A chat is 503 ``AGENT_UNAVAILABLE`` and
   stores nothing, ``/health/detailed`` is 503 with the agent down and DynamoDB up, ``/health``
@@ -296,6 +298,7 @@ def burst_verdict(limit: int, extra: int, replies: dict[str, list[Reply]]) -> tu
     figures: dict[str, dict[str, Any]] = {}
     failures: list[str] = []
     shapes: dict[str, Any] = {}
+    canon: dict[str, Counter[str]] = {}
     for color, answers in replies.items():
         statuses = Counter(str(r.status) if r.status is not None else "no answer"
                            for r in answers)
@@ -327,8 +330,73 @@ def burst_verdict(limit: int, extra: int, replies: dict[str, list[Reply]]) -> tu
                                  (r.json or {}).get("error_code"), (r.json or {}).get("error"))
                                 for r in refused}),
         }
+        canon[color] = Counter(json.dumps(canonical_answer(r), sort_keys=True) for r in answers)
     failures += color_differences(shapes, ("statuses", "headers", "envelope"))
+    failures += answer_differences(canon)
     return figures, failures
+
+
+def _noise() -> list[Any]:
+    from parity_tests.harness.rules import load_noise
+
+    return load_noise(Path(__file__).resolve().parent.parent / "noise.yaml")
+
+
+def canonical_answer(r: Reply, route: str = CHAT) -> dict[str, Any]:
+    """One answer as the corpus compares it (status, every compared header, the whole body),
+    flattened, with generated ids aliased and declared noise reduced to its format: what two
+    answers of a burst may be compared on when they are not paired one to one."""
+    from parity_tests.harness.compare import Aliases, alias_ids, flatten, neutralised
+
+    rules = _noise()
+    headers = {}
+    for name in COMPARED_HEADERS:
+        if name.startswith("*"):
+            headers[name[1:]] = "present" if name[1:] in r.headers else "absent"
+        elif name in r.headers:
+            headers[name] = r.headers[name]
+    body = r.json if r.json is not None else r.body.decode("utf-8", "replace")
+    raw = alias_ids({"status": r.status if r.status is not None else f"no answer: {r.error}",
+                     "headers": headers, "body": body}, rules, Aliases())
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        flat.update(flatten(value, key))
+    return neutralised(flat, rules, route)
+
+
+def answer_differences(canon: dict[str, Counter[str]]) -> list[str]:
+    """Every answer (status, headers, body; see :func:`canonical_answer`) one color gave more
+    often than the first color, naming the paths where it differs from the first color's
+    closest answer of the same status."""
+    colors = list(canon)
+    if not colors:
+        return []
+    base = canon[colors[0]]
+    out: list[str] = []
+    for other in colors[1:]:
+        mine = canon[other]
+        for left, right, lonely in ((colors[0], other, base - mine),
+                                    (other, colors[0], mine - base)):
+            pool = [json.loads(a) for a in (canon[right] - canon[left])] or [
+                json.loads(a) for a in canon[right]]
+            for text, n in sorted(lonely.items()):
+                answer = json.loads(text)
+                same = [a for a in pool if a.get("status") == answer.get("status")] or pool
+                closest = min(same, key=lambda a: _distance(a, answer)) if same else {}
+                paths = sorted(k for k in set(answer) | set(closest)
+                               if answer.get(k, "<missing>") != closest.get(k, "<missing>"))
+                detail = ", ".join(f"{p}: {answer.get(p, '<missing>')!r} vs "
+                                   f"{closest.get(p, '<missing>')!r}" for p in paths[:6])
+                out.append(f"{left} and {right} differ in answers: {n} answer(s) of {left} "
+                           f"with status {answer.get('status')} that {right} did not give "
+                           f"({detail or 'no answer of that kind'})")
+            if out:
+                return out  # one direction says it; the other would repeat it
+    return out
+
+
+def _distance(a: dict[str, Any], b: dict[str, Any]) -> int:
+    return sum(a.get(k, "<missing>") != b.get(k, "<missing>") for k in set(a) | set(b))
 
 
 def _header_shape(r: Reply) -> tuple[tuple[str, str], ...]:

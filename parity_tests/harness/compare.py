@@ -134,16 +134,62 @@ def _number(value: Any) -> float | None:
     return None
 
 
+_DIGIT = re.compile(r"[0-9]")
+
+
+def json_type(value: Any) -> str:
+    """A value's JSON type (int and float are both numbers; MISSING is its own type)."""
+    if value is MISSING:
+        return "missing"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object" if isinstance(value, dict) else type(value).__name__
+
+
+def shape(value: Any) -> str:
+    """The format of a value, which no noise rule may neutralise: its JSON type, and for a
+    string every digit as ``0`` (so ``...:05.123456Z``, ``...:05.123Z`` and ``...:05+00:00``
+    are three shapes), for a number whether it is integral."""
+    kind = json_type(value)
+    if kind == "string":
+        return "string:" + _DIGIT.sub("0", value)
+    if kind == "number":
+        return "number:" + ("int" if isinstance(value, int) else "float")
+    return kind
+
+
 def explained(rule: NoiseRule, left: Any, right: Any) -> bool:
-    """Whether ``rule`` accounts for this pair of values."""
+    """Whether ``rule`` accounts for this pair of values. A rule neutralises a value, never its
+    format: two values of another type, or two timestamps of another shape (precision, zone
+    notation), are a difference whatever the rule."""
     if rule.kind == "ignore":
-        return True
+        return json_type(left) == json_type(right)
     if rule.kind == "iso-timestamp":
-        return _iso(left) and _iso(right)
+        return _iso(left) and _iso(right) and shape(left) == shape(right)
     if rule.kind == "number-within-tolerance":
         a, b = _number(left), _number(right)
-        return a is not None and b is not None and abs(a - b) <= rule.tolerance
+        return (a is not None and b is not None and abs(a - b) <= rule.tolerance
+                and shape(left) == shape(right))
     return False  # uuid values were aliased already: a remaining mismatch is real
+
+
+def neutralised(document: dict[str, Any], rules: list[NoiseRule], route: str | None
+                ) -> dict[str, Any]:
+    """A flat document with every value a noise rule covers replaced by its :func:`shape`
+    (what two answers may still be compared on when they are not paired one to one)."""
+    out: dict[str, Any] = {}
+    for path, value in document.items():
+        rule = next((r for r in rules if r.kind != "uuid" and r.applies(path, route)), None)
+        out[path] = value if rule is None else f"<{rule.kind}:{shape(value)}>"
+    return out
 
 
 def diff(left: dict[str, Any], right: dict[str, Any], rules: list[NoiseRule],

@@ -140,6 +140,10 @@ class SideEffects:
                 for name in ("dynamodb", "dynamodbstreams"))
         return self._clients[lane.aws_url]
 
+    def client(self, lane: Lane) -> Any:
+        """The lane's DynamoDB client (seeding, reading a record back)."""
+        return self._aws(lane)[0]
+
     def _open_streams(self, lane: Lane) -> None:
         """Start reading each table's stream at its end; tables without one are scanned."""
         if not self.use_streams:

@@ -32,6 +32,19 @@ A case file (YAML or JSON, under ``parity_tests/cases/``) holds ``cases:``, a li
   The runner puts every switch back to healthy when the case ends, however it ends. Cases with
   control steps run against the local stack only.
 
+  A control step may also *seed* items into every lane's sessions table through the DynamoDB API
+  (the harness's control of time: a session whose ``expires_at`` has passed, which no request
+  can make)::
+
+        - control: {seed: {sessions: [{session_id: "sess-{{case}}", user_id: "u-{{case}}",
+                                      expires_in_s: -60, turns: 2, age_s: 7200}]}}
+
+- a step with ``concurrent: n`` sends n copies of its request at once in each lane (``{{i}}``
+  is 1..n in each copy). Its answers are compared as a multiset of ``status error_code``
+  (``answers.<status> <code>``: count), its side effects as usual (agent calls as a multiset),
+  and every lane must keep the stored record's invariant: a chat's session gains exactly one
+  turn per 200 answered (no turn lost or doubled), or the step reports a violation.
+
 ``{{name}}`` is replaced in paths, query values, header values, JSON strings and raw bodies.
 ``{{case}}`` is a slug unique to the case (the same for both colors), so cases that share a
 table never see each other's users. Requests carry the API key unless ``auth: false``
@@ -130,6 +143,8 @@ class Step:
     capture: dict[str, str] = field(default_factory=dict)
     expect_status: int | None = None  # checked on every color; a miss fails the run
     control: dict[str, Any] | None = None  # a control step: fault switches, no request
+    # requests of this step in flight at once in each lane (``{{i}}``: 1..n in each copy)
+    concurrent: int = 1
 
     @property
     def is_control(self) -> bool:
@@ -360,7 +375,18 @@ def case_from_dict(raw: Any, source: str, index: int) -> Case:
             continue
         if not isinstance(step, dict) or "request" not in step:
             raise CaseError(f"{where} step {i + 1}: a step needs a request")
+        unknown = set(step) - {"name", "request", "capture", "expect_status", "concurrent"}
+        if unknown:
+            raise CaseError(f"{where} step {i + 1}: unknown step keys {sorted(unknown)}")
+        concurrent = step.get("concurrent", 1)
+        if isinstance(concurrent, bool) or not isinstance(concurrent, int) or not (
+                1 <= concurrent <= MAX_CONCURRENT):
+            raise CaseError(f"{where} step {i + 1}: concurrent is 1..{MAX_CONCURRENT}, not "
+                            f"{concurrent!r}")
+        if concurrent > 1 and step.get("capture"):
+            raise CaseError(f"{where} step {i + 1}: a concurrent step captures nothing")
         steps.append(Step(name=str(step.get("name") or f"step-{i + 1}"),
+                          concurrent=concurrent,
                           request=_request(step["request"], f"{where} step {i + 1}"),
                           capture={str(k): str(v) for k, v in
                                    (step.get("capture") or {}).items()},
@@ -392,12 +418,34 @@ def _control_step(raw: dict[str, Any], where: str, index: int) -> Step:
     wait = control.get("await")
     if wait is not None and wait not in AWAITABLE:
         raise CaseError(f"{where}: await one of {list(AWAITABLE)}, not {wait!r}")
+    if "seed" in control:
+        _check_seed(control["seed"], where)
     try:
-        Switches().update({k: v for k, v in control.items() if k != "await"})
+        Switches().update({k: v for k, v in control.items() if k not in ("await", "seed")})
     except ValueError as exc:
         raise CaseError(f"{where}: {exc}") from None
     return Step(name=str(raw.get("name") or f"step-{index + 1}"), request=CONTROL_REQUEST,
                 control=dict(control))
+
+
+MAX_CONCURRENT = 8
+SEED_KEYS = {"session_id", "user_id", "expires_in_s", "turns", "age_s"}
+
+
+def _check_seed(raw: Any, where: str) -> None:
+    """``seed: {sessions: [{session_id, user_id?, expires_in_s, turns?, age_s?}]}``."""
+    if not isinstance(raw, dict) or set(raw) != {"sessions"} or not isinstance(
+            raw["sessions"], list) or not raw["sessions"]:
+        raise CaseError(f"{where}: seed is {{sessions: [{{session_id:, expires_in_s:, ...}}]}}")
+    for item in raw["sessions"]:
+        if not isinstance(item, dict) or "session_id" not in item or "expires_in_s" not in item:
+            raise CaseError(f"{where}: a seeded session needs session_id and expires_in_s")
+        unknown = set(item) - SEED_KEYS
+        if unknown:
+            raise CaseError(f"{where}: unknown seeded-session keys {sorted(unknown)}")
+        for key in ("expires_in_s", "turns", "age_s"):
+            if key in item and (isinstance(item[key], bool) or not isinstance(item[key], int)):
+                raise CaseError(f"{where}: {key} is a whole number of seconds (or turns)")
 
 
 def load_file(path: Path) -> list[Case]:

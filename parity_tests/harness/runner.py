@@ -23,7 +23,15 @@ from pydantic import ValidationError
 
 from parity_tests.harness.compare import Aliases, Delta, alias_ids, diff, flatten
 from parity_tests.harness.lanes import Lane, SideEffects
-from parity_tests.harness.model import ABSENT, Case, Request, Step, get_path
+from parity_tests.harness.model import (
+    ABSENT,
+    MAX_CONCURRENT,
+    Case,
+    Request,
+    Step,
+    get_path,
+)
+from parity_tests.harness.model import _fill as _fill_text
 from parity_tests.harness.rules import KnownDifference, NoiseRule
 from shared.routes import Route, routes_for_path
 
@@ -146,7 +154,7 @@ class Runner:
     def __init__(self, lanes: list[Lane], noise: list[NoiseRule], known: list[KnownDifference],
                  effects: SideEffects | None, today: dt.date | None = None,
                  progress: Callable[[CaseResult], None] | None = None,
-                 hooks: RunHooks | None = None) -> None:
+                 hooks: RunHooks | None = None, history_limit: int = 20) -> None:
         self.hooks = hooks or RunHooks()
         self.lanes = lanes
         self.noise = noise
@@ -157,6 +165,8 @@ class Runner:
         self.used_rules: set[int] = set()
         self.used_known: set[int] = set()
         self.pool = ThreadPoolExecutor(max_workers=len(lanes))
+        self.burst_pool = ThreadPoolExecutor(max_workers=len(lanes) * MAX_CONCURRENT)
+        self.history_limit = history_limit
 
     def run(self, cases: Iterable[Case]) -> list[CaseResult]:
         results = []
@@ -178,7 +188,7 @@ class Runner:
         try:
             for index, step in enumerate(case.steps):
                 if step.control is not None:
-                    problem = self.control(step.control, injected)
+                    problem = self.control(step.control, injected, static)
                     if problem:
                         result.error = f"step {step.name}: {problem}"
                         break
@@ -186,10 +196,16 @@ class Runner:
                 try:
                     rendered = {lane.name: self.hooks.template(lane.name, step.request, static)
                                 .render(variables[lane.name]) for lane in self.lanes}
+                    copies = {lane.name: [
+                        self.hooks.template(lane.name, step.request, static).render(
+                            {**variables[lane.name], "i": str(i + 1)})
+                        for i in range(step.concurrent)] for lane in self.lanes
+                    } if step.concurrent > 1 else {}
                 except KeyError as exc:
                     result.error = f"step {step.name}: {exc.args[0]}"
                     break
-                outcome = self.run_step(case, step, index, rendered)
+                outcome = (self.run_concurrent(case, step, index, copies) if copies
+                           else self.run_step(case, step, index, rendered))
                 result.steps.append(outcome)
                 for name, path in step.capture.items():
                     for lane in self.lanes:
@@ -222,11 +238,51 @@ class Runner:
                 counts[scope] = counts.get(scope, 0) + int(n)
         return counts
 
-    def control(self, control: dict[str, Any], before: dict[str, int]) -> str | None:
+    def seed(self, raw: dict[str, Any], static: dict[str, str]) -> str | None:
+        """Put the same seeded items into every lane's sessions table (DynamoDB PutItem), then
+        read the lanes' side effects once so the seeding is no step's effect."""
+        if self.effects is None or any(not lane.aws_url or "sessions" not in lane.tables
+                                       for lane in self.lanes):
+            return "seeding needs the local stack (each lane's tables)"
+        from shared.contracts import ChatMessage, SessionRecord
+        from shared.sessions import to_item
+
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        items = []
+        for spec in raw["sessions"]:
+            created = now - dt.timedelta(seconds=int(spec.get("age_s", 7200)))
+            messages = []
+            for turn in range(int(spec.get("turns", 1))):
+                messages += [ChatMessage(role="user", content=f"seeded question {turn + 1}",
+                                         timestamp=created),
+                             ChatMessage(role="assistant", content=f"seeded answer {turn + 1}",
+                                         timestamp=created)]
+            user = spec.get("user_id")
+            record = SessionRecord(
+                session_id=_fill_text(str(spec["session_id"]), static),
+                user_id=_fill_text(str(user), static) if user is not None else None,
+                created_at=created, updated_at=created,
+                expires_at=now + dt.timedelta(seconds=int(spec["expires_in_s"])),
+                message_count=len(messages), messages=messages)
+            items.append(to_item(record, 1))
+        for lane in self.lanes:
+            ddb = self.effects.client(lane)
+            for item in items:
+                ddb.put_item(TableName=lane.tables["sessions"], Item=item)
+        for lane in self.lanes:
+            self.effects.collect(lane)
+        return None
+
+    def control(self, control: dict[str, Any], before: dict[str, int],
+                static: dict[str, str] | None = None) -> str | None:
         """Apply a control step; a problem (as text) fails the case."""
+        if "seed" in control:
+            problem = self.seed(control["seed"], static or {})
+            if problem or set(control) == {"seed"}:
+                return problem
         if not self._injectors():
             return "control steps need the local stack (its fault injector)"
-        config = {k: v for k, v in control.items() if k != "await"}
+        config = {k: v for k, v in control.items() if k not in ("await", "seed")}
         if config:
             self._faults("POST", config)
         if control.get("await") == "cloudwatch":
@@ -288,25 +344,7 @@ class Runner:
         docs = {lane.name: self._document(lane, rendered[lane.name], responses[lane.name],
                                           effects.get(lane.name), case, template)
                 for lane in self.lanes}
-        names = [lane.name for lane in self.lanes]
-        baseline, candidate = names[0], names[-1]
-        noisy: set[str] = set()
-        if "blue-aa" in docs:
-            for delta in diff(docs[baseline], docs["blue-aa"], self.noise, template,
-                              self.used_rules):
-                noisy.add(delta.path)
-                result.undeclared_noise.append(delta)
-        for delta in diff(docs[baseline], docs[candidate], self.noise, template,
-                          self.used_rules):
-            if delta.path in noisy:
-                continue  # already reported as undeclared noise
-            known = next(((i, k) for i, k in enumerate(self.known)
-                          if k.covers(case.id, delta.path)), None)
-            if known is not None:
-                self.used_known.add(known[0])
-                result.known.append((delta, known[1]))
-            else:
-                result.differences.append(delta)
+        self._judge(case, result, docs)
         for lane in self.lanes:
             resp = responses[lane.name]
             if resp.error:
@@ -318,6 +356,106 @@ class Runner:
         if missed:
             result.expectation = f"expected {step.expect_status}; " + ", ".join(missed)
         return result
+
+    # --- a concurrent step ---------------------------------------------------------------
+
+    def _stored_turns(self, lane: Lane, requests: list[Request]) -> dict[str, tuple[int, int]]:
+        """Per session a copy names (a chat's session_id): (message_count, user messages)."""
+        out: dict[str, tuple[int, int]] = {}
+        if self.effects is None or not lane.aws_url or "sessions" not in lane.tables:
+            return out
+        ddb = self.effects.client(lane)
+        for request in requests:
+            sid = request.json.get("session_id") if isinstance(request.json, dict) else None
+            if not isinstance(sid, str) or sid in out:
+                continue
+            item = ddb.get_item(TableName=lane.tables["sessions"], ConsistentRead=True,
+                                Key={"session_id": {"S": sid}}).get("Item")
+            if item is None:
+                out[sid] = (0, 0)
+                continue
+            users = sum(1 for m in item.get("messages", {}).get("L", [])
+                        if m["M"]["role"]["S"] == "user")
+            out[sid] = (int(item["message_count"]["N"]), users)
+        return out
+
+    def run_concurrent(self, case: Case, step: Step, index: int,
+                       copies: dict[str, list[Request]]) -> StepResult:
+        """Every copy of the request in flight at once in every lane; answers compared as a
+        multiset, the stored sessions' turn counts checked against the answers."""
+        first_lane = self.lanes[0].name
+        self.hooks.before_step(copies[first_lane][0], len(self.lanes) * step.concurrent)
+        before = {lane.name: self._stored_turns(lane, copies[lane.name]) for lane in self.lanes}
+        futures = {lane.name: [self.burst_pool.submit(self._send, lane, r)
+                               for r in copies[lane.name]] for lane in self.lanes}
+        answers = {name: [f.result() for f in fs] for name, fs in futures.items()}
+        effects: dict[str, Any] = {}
+        if self.effects is not None:
+            effects = {lane.name: self.effects.collect(lane) for lane in self.lanes}
+        after = {lane.name: self._stored_turns(lane, copies[lane.name]) for lane in self.lanes}
+        first = copies[first_lane][0]
+        route = route_of(first.method, first.path)
+        result = StepResult(case.id, step.name, index, first.method, first.path,
+                            route.path if route else None,
+                            {n: c[0] for n, c in copies.items()},
+                            {n: a[0] for n, a in answers.items()}, effects=effects)
+        docs = {}
+        for lane in self.lanes:
+            tally: dict[str, int] = {}
+            for resp in answers[lane.name]:
+                body = resp.json
+                code = body.get("error_code") if isinstance(body, dict) else None
+                key = f"{resp.status} {code}" if code else str(resp.status)
+                tally[key] = tally.get(key, 0) + 1
+                if resp.error:
+                    result.error = f"{lane.name}: {resp.error}"
+                for violation in contract_violations(first.method, first.path, resp):
+                    result.violations.append(f"{lane.name}: {violation}")
+            ok = sum(1 for r in answers[lane.name] if r.status == 200)
+            for sid, (count, users) in after[lane.name].items():
+                was, was_users = before[lane.name].get(sid, (0, 0))
+                trimmed = count > self.history_limit  # older turns left the history
+                if count - was != 2 * ok or (not trimmed and users - was_users != ok):
+                    result.violations.append(
+                        f"{lane.name}: invariant: session {sid} gained {count - was} messages "
+                        f"({users - was_users} user turns) for {ok} chats answered 200 (a turn "
+                        "lost or doubled)")
+            raw = {"answers": tally, **effects.get(lane.name, {})}
+            raw = self.hooks.document(lane.name, result.route, raw)
+            aliased = alias_ids(raw, self.noise, self.aliases[lane.name])
+            flat: dict[str, Any] = {}
+            for key, value in aliased.items():
+                flat.update(flatten(value, key, (*case.unordered, "agent_calls")))
+            docs[lane.name] = flat
+        self._judge(case, result, docs)
+        missed = [f"{name} answered {sorted(r.status for r in rs)}"
+                  for name, rs in answers.items() if step.expect_status is not None
+                  and any(r.status != step.expect_status for r in rs)]
+        if missed:
+            result.expectation = f"expected {step.expect_status}; " + ", ".join(missed)
+        return result
+
+    def _judge(self, case: Case, result: StepResult, docs: dict[str, dict[str, Any]]) -> None:
+        """blue vs blue-aa (undeclared noise), then blue vs the candidate (differences)."""
+        names = [lane.name for lane in self.lanes]
+        baseline, candidate = names[0], names[-1]
+        noisy: set[str] = set()
+        if "blue-aa" in docs:
+            for delta in diff(docs[baseline], docs["blue-aa"], self.noise, result.route,
+                              self.used_rules):
+                noisy.add(delta.path)
+                result.undeclared_noise.append(delta)
+        for delta in diff(docs[baseline], docs[candidate], self.noise, result.route,
+                          self.used_rules):
+            if delta.path in noisy:
+                continue  # already reported as undeclared noise
+            known = next(((i, k) for i, k in enumerate(self.known)
+                          if k.covers(case.id, delta.path)), None)
+            if known is not None:
+                self.used_known.add(known[0])
+                result.known.append((delta, known[1]))
+            else:
+                result.differences.append(delta)
 
     def _document(self, lane: Lane, request: Request, resp: LaneResponse,
                   effects: dict[str, Any] | None, case: Case, route: str | None = None

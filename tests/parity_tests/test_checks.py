@@ -131,3 +131,32 @@ def test_a_failed_check_fails_the_run_and_reaches_every_report(tmp_path: Path) -
     out = io.StringIO()
     report.print_summary(summary, Console(file=out, width=400))
     assert "1/2 checks failed" in out.getvalue()
+
+
+def chat_ok(remaining: int, **extra: object) -> Reply:
+    body = {"response": "hi", "session_id": "sess_" + "ab" * 16,
+            "timestamp": "2026-01-01T00:00:00.123456Z", "processing_time_ms": 3.5, **extra}
+    return Reply(200, {**HEADERS, "x-ratelimit-remaining": str(remaining)},
+                 json.dumps(body).encode())
+
+
+def chats() -> list[Reply]:
+    return [chat_ok(2), chat_ok(1), chat_ok(0), refused(), refused()]
+
+
+def test_burst_compares_the_accepted_answers_too() -> None:
+    """Blind spot: a burst whose accepted answers differ between the colors (a header, a body
+    field, a timestamp's format) while the refused ones agree is a failure naming the path."""
+    assert burst_verdict(3, 2, {"blue": chats(), "green": chats()})[1] == []
+    header = chats()
+    header[0] = Reply(200, {**header[0].headers, "cache-control": "private"}, header[0].body)
+    failures = burst_verdict(3, 2, {"blue": chats(), "green": header})[1]
+    assert any("differ in answers" in f and "headers.cache-control" in f for f in failures)
+    extra = [chat_ok(2, model="x"), chat_ok(1, model="x"), chat_ok(0, model="x"),
+             refused(), refused()]
+    failures = burst_verdict(3, 2, {"blue": chats(), "green": extra})[1]
+    assert any("body.model" in f for f in failures)
+    zone = [Reply(200, r.headers, r.body.replace(b".123456Z", b"+00:00")) if r.status == 200
+            else r for r in chats()]
+    failures = burst_verdict(3, 2, {"blue": chats(), "green": zone})[1]
+    assert any("body.timestamp" in f for f in failures)
