@@ -264,6 +264,8 @@ def control(step, faults_url):
 
 
 def shown(value):
+    if value == "(absent)":
+        return value
     text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 300 else text[:300] + "..."
 
