@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
 from deploy.analysis import CloudWatchSource
 from deploy.controller import EXIT, Controller, PreTrafficResult
 from deploy.notify import Notifier
@@ -47,6 +49,22 @@ def target_groups(elbv2: Any, rule_arn: str, settings: DeploySettings) -> dict[s
     return found
 
 
+PARITY_FIGURES = ("passed", "cases", "steps", "failed_cases", "differences",
+                  "contract_violations", "expectation_failures", "errors", "skipped_by_class",
+                  "duration_s", "reports")
+
+
+def compact_parity(summary: dict[str, Any]) -> dict[str, Any]:
+    """What the cutover's record keeps of a staging run (a DynamoDB item holds 400 KB): the
+    verdict and counts, the skipped cases by class, the first failures, where the reports are."""
+    out = {k: summary[k] for k in PARITY_FIGURES if k in summary}
+    out["skipped"] = len(summary.get("skipped", []))
+    out["first_differences"] = list(summary.get("first_differences", []))[:5]
+    out["first_failures"] = list(summary.get("first_failures", []))[:5]
+    out["errors_detail"] = list(summary.get("errors_detail", []))[:3]
+    return out
+
+
 def parity_gate(settings: DeploySettings, plan: Plan, report_dir: Path) -> Any:
     blue, green = settings.parity_blue_url, settings.parity_green_url
     if not (blue and green):
@@ -58,12 +76,16 @@ def parity_gate(settings: DeploySettings, plan: Plan, report_dir: Path) -> Any:
         pre = plan.pre_traffic
         profile = profile_named(pre.parity_profile) if pre.parity_profile else None
         key = settings.parity_api_key.get_secret_value() if settings.parity_api_key else None
-        result = run_staging(blue, green, profile=profile, api_key=key,
-                             report_dir=report_dir / "parity", case_filter=pre.parity_filter,
-                             generated=pre.parity_generated)
-        summary = dict(result.summary)
+        out = report_dir / "parity"
+        out.mkdir(parents=True, exist_ok=True)
+        with (out / "console.txt").open("w", encoding="utf-8") as text:
+            # the suite's own terminal output goes to a file; the controller prints its verdict
+            result = run_staging(blue, green, profile=profile, api_key=key, report_dir=out,
+                                 case_filter=pre.parity_filter, generated=pre.parity_generated,
+                                 console=Console(file=text, width=120, highlight=False))
+        summary = compact_parity(result.summary)
         reason = "" if result.passed else (
-            f"{summary.get('failed_cases', summary.get('failed', '?'))} failing cases; see "
+            f"{summary.get('failed_cases', '?')} failing cases; see "
             f"{result.report_dir}/report.html")
         return PreTrafficResult(result.passed, summary, reason)
     return run

@@ -339,6 +339,12 @@ class Controller:
                 self.print("pre-traffic: parity suite against blue and green (staging mode)")
                 result = self.parity()
                 summary["parity"] = result.summary
+                got = result.summary
+                self.print(f"pre-traffic: parity {'passed' if result.passed else 'FAILED'}: "
+                           f"{got.get('cases', '?')} cases, {got.get('skipped', 0)} skipped, "
+                           f"{got.get('failed_cases', 0)} failing, "
+                           f"{got.get('differences', 0)} differences in "
+                           f"{got.get('duration_s', 0):.0f} s")
                 if not result.passed:
                     return self._block(record, f"pre-traffic: parity failed: {result.reason}",
                                        summary)

@@ -460,6 +460,7 @@ class Rehearsal(contextlib.AbstractContextManager["Rehearsal"]):
         controller = self.controller(name, directory)
         self.reset(controller)
         load = self._load().start()
+        directory.mkdir(parents=True, exist_ok=True)
         plan_path = directory / "plan.yaml"
         plan_path.write_text(yaml.safe_dump(self.plan_for(name).model_dump(mode="json"),
                                             sort_keys=False), encoding="utf-8")
