@@ -829,3 +829,236 @@ def generate_cases(document: dict[str, Any], count: int, seed: int) -> list[Case
                 tags=("generated", validity),
             ))
     return cases
+
+
+# --- limits at their edges ---------------------------------------------------------------------
+
+_QUANTIFIER = re.compile(r"\{(\d+),(\d+)\}\$$")
+
+
+def _pattern_bounds(pattern: str) -> tuple[int, int]:
+    """``{min,max}`` of an id pattern such as ``^[0-9a-z]{2,100}$``."""
+    match = _QUANTIFIER.search(pattern)
+    if not match:
+        raise GenerationError(f"no {{min,max}} length in the id pattern {pattern!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _bounds(model: Any, name: str) -> tuple[int | None, int | None]:
+    """(ge/min_length, le/max_length) of a pydantic field, from its own metadata."""
+    low: int | None = None
+    high: int | None = None
+    for item in model.model_fields[name].metadata:
+        for attr in ("ge", "min_length"):
+            low = getattr(item, attr, None) if getattr(item, attr, None) is not None else low
+        for attr in ("le", "max_length"):
+            high = getattr(item, attr, None) if getattr(item, attr, None) is not None else high
+    return low, high
+
+
+def effective_settings(env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Each setting's value in the local lanes: its default, or the lanes' environment."""
+    from parity_tests.harness.lanes import PARITY_ENV
+    from shared.settings import Settings
+
+    env = PARITY_ENV if env is None else env
+    out: dict[str, Any] = {}
+    for name, info in Settings.model_fields.items():
+        raw = env.get(name.upper())
+        default = info.default if info.default_factory is None else None
+        out[name] = default if raw is None else type(default)(raw) if isinstance(
+            default, int | float) and not isinstance(default, bool) else raw
+    return out
+
+
+_SOURCE = "limits.generated"
+
+
+def _case(name: str, steps: list[dict[str, Any]], description: str,
+          needs: list[Any] | None = None) -> Case:
+    from parity_tests.harness.model import case_from_dict
+
+    raw: dict[str, Any] = {"name": name, "description": description, "tags": ["limits"],
+                           "steps": steps}
+    if needs:
+        raw["needs"] = needs
+    return case_from_dict(raw, _SOURCE, 0)
+
+
+def _chat(message: str, **extra: str) -> dict[str, Any]:
+    return {"method": "POST", "path": "/api/v1/chat", "json": {"message": message, **extra}}
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^0-9a-zA-Z]+", "-", f"limits/{name}").strip("-").lower()[:60]
+
+
+def _padded_id(prefix: str, length: int) -> str:
+    """An id of exactly ``length`` characters: ``prefix`` then digits (at least one letter)."""
+    if length <= len(prefix):
+        return ("x" * length)[:length]
+    return prefix + ("0123456789" * (length // 10 + 1))[:length - len(prefix)]
+
+
+def _gzip_message(threshold: int, session_id: str, user_id: str) -> str | None:
+    """A message whose stored session, read back, is exactly ``threshold`` bytes of JSON (the
+    record as both colors serialise it: ``model_dump_json`` of a SessionRecord, with the
+    emulator's deterministic reply), or None when no message length reaches it exactly."""
+    import datetime as dt
+
+    from devstack.agent_emulator import reply_for
+    from shared.contracts import ChatMessage, SessionRecord
+
+    when = dt.datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=dt.UTC)
+
+    def size(n: int) -> int:
+        text = "g" * n
+        record = SessionRecord(
+            session_id=session_id, user_id=user_id, created_at=when, updated_at=when,
+            expires_at=when.replace(microsecond=0), message_count=2,
+            messages=[ChatMessage(role="user", content=text, timestamp=when),
+                      ChatMessage(role="assistant", content=reply_for(text), timestamp=when)])
+        return len(record.model_dump_json())
+
+    from shared.contracts import MESSAGE_MAX_CHARS
+
+    for n in range(1, MESSAGE_MAX_CHARS + 1):
+        if size(n) == threshold:
+            return "g" * n
+        if size(n) > threshold:
+            return None
+    return None
+
+
+def limit_cases(env: dict[str, str] | None = None) -> list[Case]:
+    """A case at each numeric limit and one past it, derived from the definitions themselves
+    (``shared.contracts``, ``shared.web``, ``shared.settings`` as the lanes run them): a new or
+    changed limit gets its cases on the next run. Ids are concrete (their length is the point),
+    each case's own."""
+    from shared import web
+    from shared.contracts import SESSION_ID_PATTERN, USER_ID_PATTERN, ChatRequest
+
+    settings = effective_settings(env)
+    cases: list[Case] = []
+    schema = ChatRequest.model_json_schema()["properties"]["message"]
+    low, high = int(schema.get("minLength", 1)), int(schema["maxLength"])
+    for n, label in ((high, "at"), (high + 1, "past"), (low, "at-min")):
+        name = f"message-{n}-chars-{label}"
+        cases.append(_case(name, [{"name": "chat", "request": _chat(
+            "m" * n, session_id=f"s-{_slug(name)}"[:100])}],
+            f"A message of {n} characters (MESSAGE_MAX_CHARS {high})."))
+        if label != "at-min":
+            wide = f"message-{n}-wide-chars-{label}"
+            cases.append(_case(wide, [{"name": "chat", "request": _chat(
+                "\u00e9" * n, session_id=f"s-{_slug(wide)}"[:100])}],
+                f"{n} two-byte characters: the limit counts characters, not bytes."))
+    for field_name, pattern in (("session_id", SESSION_ID_PATTERN),
+                                ("user_id", USER_ID_PATTERN)):
+        least, most = _pattern_bounds(pattern)
+        for n, label in ((most, "at"), (most + 1, "past"), (least, "at-min"),
+                         (least - 1, "below-min")):
+            name = f"{field_name.replace('_', '-')}-{n}-chars-{label}"
+            ident = _padded_id("l" + hashlib.sha256(name.encode()).hexdigest()[:4] + "-", n)
+            steps: list[dict[str, Any]] = [{"name": "chat", "request": _chat(
+                "hello", **{field_name: ident})}]
+            if field_name == "session_id" and n:
+                steps += [{"name": "get", "request": {
+                    "method": "GET", "path": f"/api/v1/chat/sessions/{ident}"}},
+                    {"name": "delete", "request": {
+                        "method": "DELETE", "path": f"/api/v1/chat/sessions/{ident}"}}]
+            elif n:
+                steps.append({"name": "list", "request": {
+                    "method": "GET", "path": f"/api/v1/users/{ident}/sessions"}})
+            cases.append(_case(name, steps, f"A {field_name} of {n} characters "
+                               f"(pattern {pattern})."))
+    least, most = _bounds(web.ListQuery, "limit")
+    if least is None or most is None:
+        raise GenerationError("ListQuery.limit has no ge/le bounds")
+    for n in (least - 1, least, most, most + 1):
+        name = f"list-limit-{n}"
+        cases.append(_case(name, [{"name": "list", "request": {
+            "method": "GET", "path": f"/api/v1/users/u-{_slug(name)}/sessions",
+            "query": {"limit": str(n)}}}], f"?limit={n} (ListQuery: {least}..{most})."))
+    history = int(settings["session_history_limit"])
+    for turns, label in ((history // 2, "at"), (history // 2 + 1, "past")):
+        name = f"history-{label}-limit-{history}"
+        sid = f"h-{_slug(name)}"[:100]
+        steps = [{"name": f"turn-{t + 1}", "request": _chat(f"turn {t + 1}", session_id=sid),
+                  "expect_status": 200} for t in range(max(turns, 1))]
+        steps.append({"name": "read-back",
+                      "request": {"method": "GET", "path": f"/api/v1/chat/sessions/{sid}"}})
+        cases.append(_case(name, steps, f"{2 * turns} messages against "
+                           f"SESSION_HISTORY_LIMIT={history}.",
+                           [{"settings": {"session_history_limit": history}}]))
+    max_body = int(settings["max_body_bytes"])
+    for n, label in ((max_body, "at"), (max_body + 1, "past")):
+        name = f"body-{label}-max-body-bytes"
+        head = json.dumps({"message": "big", "session_id": f"b-{_slug(name)}"[:100],
+                           "pad": ""})[:-2]
+        body = head + "p" * (n - len(head) - 2) + '"}'
+        assert len(body.encode()) == n
+        cases.append(_case(name, [{"name": "chat", "request": {
+            "method": "POST", "path": "/api/v1/chat", "body": body,
+            "headers": {"Content-Type": "application/json"}}}],
+            f"A body of {n} bytes (MAX_BODY_BYTES {max_body}).",
+            [{"settings": {"max_body_bytes": max_body}}]))
+    threshold = int(settings["gzip_min_bytes"])
+    for n, label in ((threshold, "at"), (threshold - 1, "below")):
+        name = f"gzip-{label}-min-bytes"
+        sid, uid = f"gz-{_slug(name)}"[:100], f"u-{_slug(name)}"[:128]
+        message = _gzip_message(n, sid, uid)
+        if message is None:
+            continue
+        cases.append(_case(name, [
+            {"name": "chat", "request": _chat(message, session_id=sid, user_id=uid),
+             "expect_status": 200},
+            {"name": "read-gzip", "request": {"method": "GET",
+                                              "path": f"/api/v1/chat/sessions/{sid}",
+                                              "headers": {"Accept-Encoding": "gzip"}}}],
+            f"A {n}-byte answer against GZIP_MIN_BYTES={threshold}.",
+            [{"settings": {"gzip_min_bytes": threshold}}]))
+    line = web.MAX_HEADER_LINE_BYTES
+    for n, label in ((line, "at"), (line + 1, "past")):
+        name = f"header-line-{n}-bytes-{label}"
+        cases.append(_case(name, [{"name": "health", "request": {
+            "method": "GET", "path": "/health", "auth": False,
+            "headers": {"X-Pad": "v" * (n - len("X-Pad: "))}}}],
+            f"One header line of {n} bytes (MAX_HEADER_LINE_BYTES {line})."))
+    fields = web.MAX_HEADER_FIELDS
+    sent_by_client = len(httpx_default_headers()) + 1  # + Host
+    for n, label in ((fields, "at"), (fields + 1, "past")):
+        name = f"header-fields-{n}-{label}"
+        cases.append(_case(name, [{"name": "health", "request": {
+            "method": "GET", "path": "/health", "auth": False,
+            "headers": {f"X-Field-{i}": "f" for i in range(n - sent_by_client)}}}],
+            f"{n} header names (MAX_HEADER_FIELDS {fields}), the client's own included."))
+    for n, label in ((web.MAX_PATH_CHARS, "at"), (web.MAX_PATH_CHARS + 1, "past")):
+        name = f"path-{n}-chars-{label}"
+        prefix = "/api/v1/users/"
+        cases.append(_case(name, [{"name": "list", "request": {
+            "method": "GET", "path": prefix + "p" * (n - len(prefix) - len("/sessions"))
+            + "/sessions"}}], f"A path of {n} characters (MAX_PATH_CHARS)."))
+    for n, label in ((web.MAX_TARGET_BYTES, "at"), (web.MAX_TARGET_BYTES + 1, "past")):
+        name = f"target-{n}-bytes-{label}"
+        path = f"/api/v1/users/u-{_slug(name)}/sessions"
+        query = "x" * (n - len(path) - len("?limit=5&q="))
+        cases.append(_case(name, [{"name": "list", "request": {
+            "method": "GET", "path": path, "query": [["limit", "5"], ["q", query]]}}],
+            f"A request target of {n} bytes (MAX_TARGET_BYTES)."))
+    depth = web.MAX_JSON_DEPTH
+    for n, label in ((depth, "at"), (depth + 1, "past")):
+        name = f"json-depth-{n}-{label}"
+        nested = '{"message": "deep", "x": ' + "[" * (n - 1) + "]" * (n - 1) + "}"
+        cases.append(_case(name, [{"name": "chat", "request": {
+            "method": "POST", "path": "/api/v1/chat", "body": nested,
+            "headers": {"Content-Type": "application/json"}}}],
+            f"A body nested {n} levels (MAX_JSON_DEPTH {depth})."))
+    return cases
+
+
+def httpx_default_headers() -> dict[str, str]:
+    """The headers an httpx client sends on every request (besides Host)."""
+    import httpx
+
+    with httpx.Client() as client:
+        return dict(client.headers)

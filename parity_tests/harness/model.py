@@ -454,6 +454,12 @@ def load_file(path: Path) -> list[Case]:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         raise CaseError(f"{path}: {exc}") from None
+    if isinstance(data, dict) and data.get("generate") == "limits":
+        # cases derived from the limits' own definitions when the corpus is read
+        # (parity_tests.harness.generate.limit_cases)
+        from parity_tests.harness.generate import limit_cases
+
+        return limit_cases()
     if not isinstance(data, dict) or not isinstance(data.get("cases"), list):
         raise CaseError(f"{path}: expected a mapping with a 'cases' list")
     return [case_from_dict(raw, str(path), i) for i, raw in enumerate(data["cases"])]

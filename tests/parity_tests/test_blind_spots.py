@@ -5,6 +5,8 @@ reads and comparison), and green as shipped must report nothing on the same case
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import json
 import time
 import unicodedata
@@ -16,6 +18,8 @@ import pytest
 
 from parity_tests.harness.model import Case, case_from_dict, load_file
 from parity_tests.harness.runner import CaseResult, Runner
+from shared.contracts import MESSAGE_MAX_CHARS
+from shared.settings import Settings
 from tests.parity_tests.test_harness_catches_bugs import (
     NOISE,
     Asgi,
@@ -26,6 +30,7 @@ from tests.parity_tests.test_harness_catches_bugs import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("parity-self-test")]
 CASES = Path("parity_tests/cases")
+GZIP_MIN_BYTES = int(Settings.model_fields["gzip_min_bytes"].default)
 
 
 def run(built: Lanes, cases: list[Case]) -> list[CaseResult]:
@@ -96,8 +101,8 @@ def normalises_message(app: Asgi) -> Asgi:
 
         async def replay() -> dict[str, Any]:
             nonlocal sent
+            if sent:
                 return dict(await receive())
-                return await receive()
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
 
@@ -198,3 +203,77 @@ def test_an_extra_field_is_a_contract_violation(lanes: Callable[..., Lanes]) -> 
     assert "body.model" in paths
     assert any(p.startswith("contract:green: body does not match ChatResponse: ('model',)")
                for p in paths)
+
+
+# --- 1. limits at their edges --------------------------------------------------------------
+
+def limit_cases_named(*names: str) -> list[Case]:
+    from parity_tests.harness.generate import limit_cases
+
+    return [c for c in limit_cases() if c.id.split("/", 1)[1] in names]
+
+
+def test_limit_cases_follow_their_definitions() -> None:
+    """Read from the definitions, not written down: another setting, other cases."""
+    from parity_tests.harness.generate import limit_cases
+    from shared import web
+    from shared.contracts import MESSAGE_MAX_CHARS
+
+    ids = {c.id for c in limit_cases()}
+    assert {f"limits/message-{MESSAGE_MAX_CHARS}-chars-at",
+            f"limits/message-{MESSAGE_MAX_CHARS + 1}-chars-past",
+            f"limits/header-line-{web.MAX_HEADER_LINE_BYTES + 1}-bytes-past",
+            "limits/list-limit-100", "limits/list-limit-101", "limits/gzip-at-min-bytes",
+            "limits/body-past-max-body-bytes"} <= ids
+    other = {c.id: c for c in limit_cases({"SESSION_HISTORY_LIMIT": "6",
+                                           "GZIP_MIN_BYTES": "1500"})}
+    assert len(other["limits/history-past-limit-6"].steps) == 4 + 1
+    assert "limits/gzip-at-min-bytes" in other
+
+
+def message_limit_off_by_one(app: Asgi) -> Asgi:
+    """Green counts a message one character longer than it is (its limit is off by one)."""
+    async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != "/api/v1/chat":
+            await app(scope, receive, send)
+            return
+        message = await receive()
+        body = message.get("body", b"")
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            doc = json.loads(body)
+            if len(doc["message"]) == MESSAGE_MAX_CHARS:
+                doc["message"] += "!"
+                body = json.dumps(doc).encode()
+        headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
+        scope = {**scope, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
+
+        async def replay() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await app(scope, replay, send)
+
+    return wrapped
+
+
+def gzip_threshold_off_by_one(start: dict[str, Any], body: list[bytes]) -> None:
+    """Green gzips only bodies over GZIP_MIN_BYTES (not at it)."""
+    headers = dict(start["headers"])
+    raw = b"".join(body)
+    if headers.get(b"content-encoding") == b"gzip":
+        plain = gzip.decompress(raw)
+        if len(plain) == GZIP_MIN_BYTES:
+            start["headers"] = [(k, v) for k, v in start["headers"]
+                                if k not in (b"content-encoding", b"vary")]
+            body[:] = [plain]
+
+
+def test_a_limit_off_by_one_is_caught(lanes: Callable[..., Lanes]) -> None:
+    names = ("message-4000-chars-at", "message-4001-chars-past", "gzip-at-min-bytes",
+             "gzip-below-min-bytes")
+    assert findings(run(lanes(), limit_cases_named(*names))) == {}
+    found = findings(run(lanes(wrap=lambda app: rewrite(
+        message_limit_off_by_one(app), gzip_threshold_off_by_one)), limit_cases_named(*names)))
+    assert "status" in found[("limits/message-4000-chars-at", "chat")]
+    assert "headers.content-encoding" in found[("limits/gzip-at-min-bytes", "read-gzip")]
+    assert set(found) == {("limits/message-4000-chars-at", "chat"),
+                          ("limits/gzip-at-min-bytes", "read-gzip")}
