@@ -12,6 +12,7 @@ from rich.console import Console
 
 from deploy.analysis import CloudWatchSource
 from deploy.controller import EXIT, Controller, PreTrafficResult
+from deploy.infra import commands as infra
 from deploy.notify import Notifier
 from deploy.plan import DEFAULT_PLAN, Plan, PlanError, load_plan
 from deploy.settings import DeploySettings, DeploySettingsError, load_deploy_settings
@@ -171,20 +172,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             c.add_argument("--yes", action="store_true")
         if name == "status":
             c.add_argument("--json", action="store_true")
-    try:  # the infrastructure's commands (stack, release, report, preflight), when present
-        from deploy.infra import commands as infra
-    except ImportError:
-        infra = None  # type: ignore[assignment]
-    if infra is not None:
-        infra.add_commands(sub)
+    infra.add_commands(sub)  # stack, release, report, preflight
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.group != "cutover":
-        from deploy.infra import commands as infra
-
         return infra.run(args)
     try:
         plan = load_plan(args.plan)
