@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import tempfile
 import time
@@ -114,13 +115,148 @@ def cloudwatch_lost(served: dict[str, dict[str, float]],
     out: list[dict[str, Any]] = []
     for lane, counters in served.items():
         want = {k: v for k, v in as_cloudwatch(counters).items() if not k.endswith("|/metrics")}
-        got = {k: v for k, v in totals.get(lane, {}).items() if not k.endswith("|/metrics")}
+        got = {k: v for k, v in totals.get(lane, {}).items()
+               if not k.endswith("|/metrics") and not k.startswith("datum:")}
         for key in sorted(set(want) | set(got)):
             if want.get(key, 0.0) != got.get(key, 0.0):
                 out.append({"path": f"cloudwatch.{key}", "kind": "served-vs-cloudwatch",
                             "blue": want.get(key, 0.0), "other": got.get(key, 0.0),
                             "lane": lane})
     return out
+
+
+class MetricRecorder:
+    """A pass-through HTTP proxy in front of a CloudWatch endpoint that keeps every datum of
+    every PutMetricData the endpoint accepted (a 2xx answer), whole: metric name, dimension
+    names and values, unit, storage resolution and form (StatisticValues or Values/Counts),
+    which moto does not keep all of. The lanes point CLOUDWATCH_ENDPOINT_URL here; what is not a
+    PutMetricData (or fails) is relayed unchanged."""
+
+    def __init__(self, upstream: str) -> None:
+        import http.server
+        import threading
+
+        self.upstream = upstream.rstrip("/")
+        self.datums: list[tuple[str, dict[str, Any]]] = []  # (namespace, datum)
+        self._lock = threading.Lock()
+        recorder = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                recorder._relay(self)
+
+            do_GET = do_POST
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
+                                        name="metric-recorder")
+        self._http = httpx.Client(timeout=60)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> MetricRecorder:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._http.close()
+
+    def _relay(self, handler: Any) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length) if length else b""
+        headers = {k: v for k, v in handler.headers.items()
+                   if k.lower() not in ("host", "content-length", "connection")}
+        try:
+            resp = self._http.request(handler.command, self.upstream + handler.path,
+                                      headers=headers, content=body)
+        except httpx.HTTPError:
+            handler.close_connection = True  # as the endpoint did: no answer
+            return
+        if 200 <= resp.status_code < 300:
+            with contextlib.suppress(ValueError, KeyError, OSError):
+                self._keep(body, handler.headers)
+        handler.send_response(resp.status_code)
+        for name, value in resp.headers.items():
+            if name.lower() not in ("content-length", "connection", "transfer-encoding",
+                                    "content-encoding", "server", "date"):
+                handler.send_header(name, value)
+        handler.send_header("Content-Length", str(len(resp.content)))
+        handler.end_headers()
+        handler.wfile.write(resp.content)
+
+    def _keep(self, body: bytes, headers: Any) -> None:
+        import gzip
+        from urllib.parse import parse_qsl
+
+        if (headers.get("Content-Encoding") or "").lower() == "gzip":
+            body = gzip.decompress(body)
+        if "json" in (headers.get("Content-Type") or ""):
+            doc = json.loads(body)
+            if not str(headers.get("X-Amz-Target", "")).endswith("PutMetricData"):
+                return
+            namespace, datums = doc["Namespace"], list(doc.get("MetricData", []))
+        else:
+            form = dict(parse_qsl(body.decode(), keep_blank_values=True))
+            if form.get("Action") != "PutMetricData":
+                return
+            namespace, datums = form["Namespace"], _query_datums(form)
+        with self._lock:
+            self.datums.extend((namespace, d) for d in datums)
+
+    def shapes(self, namespace: str) -> dict[str, float]:
+        """Every datum shape delivered in ``namespace`` (``datum:`` name | dimensions | unit |
+        storage resolution | form), each as 1: the whole datum but its values and time."""
+        with self._lock:
+            datums = [d for ns, d in self.datums if ns == namespace]
+        return {datum_shape(d): 1.0 for d in datums}
+
+
+def _query_datums(form: dict[str, str]) -> list[dict[str, Any]]:
+    """PutMetricData's query-protocol form (``MetricData.member.N.*``) as JSON datums."""
+    datums: dict[int, dict[str, Any]] = {}
+    for key, value in form.items():
+        parts = key.split(".")
+        if len(parts) < 4 or parts[0] != "MetricData" or parts[1] != "member":
+            continue
+        datum = datums.setdefault(int(parts[2]), {})
+        field_name, rest = parts[3], parts[4:]
+        if field_name in ("Dimensions",) and len(rest) == 3:  # Dimensions.member.M.Name
+            dims = datum.setdefault("Dimensions", {})
+            dims.setdefault(int(rest[1]), {})[rest[2]] = value
+        elif field_name in ("Values", "Counts") and len(rest) == 2:
+            datum.setdefault(field_name, {})[int(rest[1])] = float(value)
+        elif field_name == "StatisticValues" and len(rest) == 1:
+            datum.setdefault("StatisticValues", {})[rest[0]] = float(value)
+        elif not rest:
+            datum[field_name] = value
+    out = []
+    for _, datum in sorted(datums.items()):
+        if isinstance(datum.get("Dimensions"), dict):
+            datum["Dimensions"] = [d for _, d in sorted(datum["Dimensions"].items())]
+        for name in ("Values", "Counts"):
+            if isinstance(datum.get(name), dict):
+                datum[name] = [v for _, v in sorted(datum[name].items())]
+        out.append(datum)
+    return out
+
+
+def datum_shape(datum: dict[str, Any]) -> str:
+    """A datum but its values and timestamp: what two colors' datums must agree on."""
+    dims = ",".join(f"{d.get('Name')}={d.get('Value')}" for d in datum.get("Dimensions", []))
+    form = "+".join(k for k in ("StatisticValues", "Values", "Counts", "Value") if k in datum)
+    resolution = datum.get("StorageResolution", "(unset)")
+    return (f"datum:{datum.get('MetricName')}|{dims}|{datum.get('Unit', '(unset)')}|"
+            f"{int(float(resolution)) if resolution != '(unset)' else resolution}|{form}")
 
 
 class SideEffects:
@@ -273,6 +409,7 @@ class LocalLanes(contextlib.AbstractContextManager["LocalLanes"]):
         self.lanes: list[Lane] = []
         self.boot_s = 0.0
         self.effects: SideEffects | None = None
+        self.recorder: MetricRecorder | None = None
 
     def __enter__(self) -> LocalLanes:
         started = time.perf_counter()
@@ -285,6 +422,7 @@ class LocalLanes(contextlib.AbstractContextManager["LocalLanes"]):
             # lane has its own tables and CloudWatch namespace.
             moto = MotoProcess(self.log_dir / "moto.log", self.fault_timeout_s)
             self.motos = [moto]
+            self.recorder = MetricRecorder(moto.url).start()
             for name, color in LOCAL_LANES:
                 prefix = name.replace("-", "_")
                 sessions, limits = f"{prefix}_chat_sessions", f"{prefix}_rate_limits"
@@ -292,7 +430,8 @@ class LocalLanes(contextlib.AbstractContextManager["LocalLanes"]):
                                            self.fault_timeout_s)
                 self.emulators.append(emulator)
                 env = {**FAKE_CREDENTIALS, **PARITY_ENV,
-                       "DYNAMODB_ENDPOINT_URL": moto.url, "CLOUDWATCH_ENDPOINT_URL": moto.url,
+                       "DYNAMODB_ENDPOINT_URL": moto.url,
+                       "CLOUDWATCH_ENDPOINT_URL": self.recorder.url,
                        "BEDROCK_ENDPOINT_URL": emulator.url,
                        "SESSIONS_TABLE": sessions, "RATE_LIMIT_TABLE": limits,
                        "METRICS_NAMESPACE": f"Parity/{name}",
@@ -332,7 +471,7 @@ class LocalLanes(contextlib.AbstractContextManager["LocalLanes"]):
                 lane.server.stop()
 
     def cloudwatch_totals(self) -> dict[str, dict[str, float]]:
-        return cloudwatch_totals(self.lanes)
+        return cloudwatch_totals(self.lanes, self.recorder)
 
     def __exit__(self, *exc: object) -> None:
         self.stop_servers()
@@ -342,11 +481,16 @@ class LocalLanes(contextlib.AbstractContextManager["LocalLanes"]):
             emulator.stop()
         for moto in self.motos:
             moto.stop()
+        if self.recorder is not None:
+            self.recorder.stop()
+            self.recorder = None
 
 
-def cloudwatch_totals(lanes: list[Lane]) -> dict[str, dict[str, float]]:
+def cloudwatch_totals(lanes: list[Lane], recorder: MetricRecorder | None = None
+                      ) -> dict[str, dict[str, float]]:
     """Per lane: SampleCount per ``metric|endpoint`` that reached CloudWatch, less what the
-    lane had answered before the run (readiness probes, whose count is not deterministic)."""
+    lane had answered before the run (readiness probes, whose count is not deterministic);
+    with a :class:`MetricRecorder`, also every whole datum shape delivered (``datum:...``)."""
     now = dt.datetime.now(dt.UTC)
     totals: dict[str, dict[str, float]] = {}
     for lane in lanes:
@@ -363,6 +507,8 @@ def cloudwatch_totals(lanes: list[Lane]) -> dict[str, dict[str, float]]:
                 p["SampleCount"] for p in stats["Datapoints"])
         for name, count in as_cloudwatch(lane.baseline_prom).items():
             out[name] = out.get(name, 0.0) - count
+        if recorder is not None:
+            out.update(recorder.shapes(lane.namespace))
         totals[lane.name] = {k: v for k, v in out.items() if v}
     return totals
 

@@ -277,3 +277,53 @@ def test_a_limit_off_by_one_is_caught(lanes: Callable[..., Lanes]) -> None:
     assert "headers.content-encoding" in found[("limits/gzip-at-min-bytes", "read-gzip")]
     assert set(found) == {("limits/message-4000-chars-at", "chat"),
                           ("limits/gzip-at-min-bytes", "read-gzip")}
+
+
+# --- 5. the shape of a metric --------------------------------------------------------------
+
+def datum_changed(runtime: Any) -> None:
+    """Green sends its latency at high resolution with one more dimension (the same counts)."""
+    buffer = runtime.flusher.telemetry.buffer
+    call_for = buffer.call_for
+
+    def changed(batch: Any) -> Any:
+        call = call_for(batch)
+        for datum in call.params["MetricData"]:
+            if datum["MetricName"] == "RequestLatency":
+                datum["StorageResolution"] = 1
+                datum["Dimensions"] = [*datum["Dimensions"], {"Name": "Color", "Value": "green"}]
+        return call
+
+    buffer.call_for = changed
+
+
+def metric_shapes(lanes: Callable[..., Lanes], monkeypatch: pytest.MonkeyPatch,
+                  stack: Any, **kwargs: Any) -> set[str]:
+    from parity_tests.harness.cli import cloudwatch_deltas
+    from parity_tests.harness.lanes import MetricRecorder, cloudwatch_totals
+
+    recorder = MetricRecorder(stack.moto_url).start()
+    try:
+        settings = stack.settings
+        monkeypatch.setattr(stack, "settings", lambda **kw: settings(
+            **{"cloudwatch_endpoint_url": recorder.url, **kw}))
+        built = lanes(**kwargs)
+        results = run(built, [LIFECYCLE])
+        for flush in built.flushers:
+            flush()
+        assert findings(results) == {}
+        return {d["path"] for d in cloudwatch_deltas(cloudwatch_totals(built.lanes, recorder))}
+    finally:
+        recorder.stop()
+
+
+def test_a_metric_of_another_shape_is_caught(lanes: Callable[..., Lanes],
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             stack: Any) -> None:
+    assert metric_shapes(lanes, monkeypatch, stack) == set()
+    paths = metric_shapes(lanes, monkeypatch, stack, patch_runtime=datum_changed)
+    chat = "Endpoint=/api/v1/chat"
+    assert f"cloudwatch.datum:RequestLatency|{chat}|Milliseconds|60|Values+Counts" in paths
+    assert (f"cloudwatch.datum:RequestLatency|{chat},Color=green|Milliseconds|1|Values+Counts"
+            in paths)
+    assert not any("RequestCount" in p for p in paths)  # the counts are the same
