@@ -256,3 +256,69 @@ def test_a_rule_change_mid_cutover_is_refused(deployed: Deployed) -> None:
                           "ForwardConfig": {"TargetGroups": [
                               {"TargetGroupArn": out["BlueTargetGroupArn"], "Weight": 100},
                               {"TargetGroupArn": out["GreenTargetGroupArn"], "Weight": 0}]}}])
+
+
+# --- release on moto's ECS: what it can show (see docs/operations.md for what it cannot) -----
+
+def _service(ecs: Any, deployed: Deployed, monkeypatch: pytest.MonkeyPatch, name: str) -> str:
+    """A service moto reports as rolled out (MOTO_ECS_SERVICE_RUNNING = its desired count)."""
+    monkeypatch.setenv("MOTO_ECS_SERVICE_RUNNING", "2")  # = desiredCount
+    ecs.create_service(cluster=deployed.outputs["ClusterName"], serviceName=name,
+                       taskDefinition=deployed.outputs["GreenTaskDefinitionArn"],
+                       desiredCount=2)
+    return name
+
+
+def test_release_registers_a_revision_and_smoke_passes(
+        deployed: Deployed, monkeypatch: pytest.MonkeyPatch) -> None:
+    from deploy.infra.release import release
+
+    ecs = deployed.client("ecs")
+    svc = _service(ecs, deployed, monkeypatch, f"{deployed.name}-rel-ok")
+    lines: list[str] = []
+    result = release(ecs, cluster=deployed.outputs["ClusterName"], service=svc,
+                     container="green", image="green:2", smoke=lambda: (True, "12/12"),
+                     timeout_s=5, poll_s=0.1, printer=lines.append)
+    assert result.ok, lines
+    assert result.exit_code == 0
+    new = ecs.describe_task_definition(taskDefinition=result.new_revision)["taskDefinition"]
+    old = ecs.describe_task_definition(taskDefinition=result.previous_revision)["taskDefinition"]
+    assert new["revision"] == old["revision"] + 1
+    assert new["containerDefinitions"][0]["image"] == "green:2"
+    strip = {k: v for k, v in new["containerDefinitions"][0].items() if k != "image"}
+    assert strip == {k: v for k, v in old["containerDefinitions"][0].items() if k != "image"}
+    got = ecs.describe_services(cluster=deployed.outputs["ClusterName"], services=[svc])
+    assert got["services"][0]["taskDefinition"] == result.new_revision
+
+
+def test_a_failed_smoke_test_rolls_back_to_the_previous_revision(
+        deployed: Deployed, monkeypatch: pytest.MonkeyPatch) -> None:
+    from deploy.infra.release import release
+
+    ecs = deployed.client("ecs")
+    svc = _service(ecs, deployed, monkeypatch, f"{deployed.name}-rel-bad")
+    result = release(ecs, cluster=deployed.outputs["ClusterName"], service=svc,
+                     container="green", image="green:broken", smoke=lambda: (False, "3 failed"),
+                     timeout_s=5, poll_s=0.1, printer=lambda _: None)
+    assert not result.ok
+    assert result.rolled_back
+    assert result.exit_code == 3
+    assert "smoke test failed" in result.reason
+    got = ecs.describe_services(cluster=deployed.outputs["ClusterName"], services=[svc])
+    assert got["services"][0]["taskDefinition"] == result.previous_revision
+
+
+def test_a_rollout_that_never_settles_is_bounded_and_rolled_back(deployed: Deployed) -> None:
+    """The stack's own service: moto leaves its deployment IN_PROGRESS (nothing runs)."""
+    from deploy.infra.release import release
+
+    ecs, cluster = deployed.client("ecs"), deployed.outputs["ClusterName"]
+    svc = f"{deployed.name}-blue"
+    before = ecs.describe_services(cluster=cluster, services=[svc])["services"][0]
+    result = release(ecs, cluster=cluster, service=svc, container="blue", image="blue:2",
+                     smoke=None, timeout_s=0.3, poll_s=0.1, printer=lambda _: None)
+    assert not result.ok
+    assert "not steady after" in result.reason
+    assert not result.rolled_back  # the rollback cannot settle on moto either: said so
+    after = ecs.describe_services(cluster=cluster, services=[svc])["services"][0]
+    assert after["taskDefinition"] == before["taskDefinition"]
