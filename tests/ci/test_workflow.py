@@ -27,7 +27,7 @@ def _runs(job: dict[str, Any]) -> list[str]:
 
 
 def test_triggers_on_every_push(wf: dict[Any, Any]) -> None:
-    on = wf.get("on", wf.get(True))  # YAML 1.1 reads a bare `on` as True
+    on: dict[str, Any] = wf["on"] if "on" in wf else wf[True]  # YAML 1.1: bare `on` is True
     assert "push" in on
     assert on["push"] is None or not on["push"].get("branches")
 
