@@ -97,6 +97,8 @@ class ScenarioResult:
     outcome: dict[str, Any] = field(default_factory=dict)
     clients: dict[str, Any] = field(default_factory=dict)
     broken_conversations: int = 0
+    conversations: int = 0
+    mixed_conversations: int = 0  # answered by both colors, turn by turn (no stickiness)
     notes: list[str] = field(default_factory=list)
     audit: str = ""
     timeline: str = ""
@@ -320,6 +322,12 @@ class Rehearsal(contextlib.AbstractContextManager["Rehearsal"]):
         problems = load.verify()
         records: list[RequestRecord] = load.records
         result.broken_conversations = len(problems)
+        colors: dict[str, set[str]] = {}
+        for record in records:
+            if record.status == 200 and record.color:
+                colors.setdefault(record.conversation, set()).add(record.color)
+        result.mixed_conversations = sum(len(c) > 1 for c in colors.values())
+        result.conversations = len(colors)
         if expect_intact and problems:
             result.problems += [f"broken conversation: {p}" for p in problems[:5]]
         end = max([r.t for r in records] + [e["t"] for e in audit] + [time.time()])
@@ -531,13 +539,14 @@ class Rehearsal(contextlib.AbstractContextManager["Rehearsal"]):
 def markdown(results: list[ScenarioResult], boot_s: float, total_s: float) -> str:
     lines = [f"# Cutover rehearsal: {'PASS' if all(r.passed for r in results) else 'FAIL'}",
              "", f"boot {boot_s:.1f} s, total {total_s:.0f} s", "",
-             "| scenario | expected | actual | verdict | detect s | rollback s | broken "
-             "conversations |", "|---|---|---|---|---:|---:|---:|"]
+             "| scenario | expected | actual | verdict | detect s | rollback s | conversations "
+             "(mixed colors) | broken |", "|---|---|---|---|---:|---:|---:|---:|"]
     for r in results:
         lines.append(f"| {r.name} | {r.expected} | {r.actual} | "
                      f"{'PASS' if r.passed else 'FAIL'} | "
                      f"{r.detect_s if r.detect_s is not None else ''} | "
                      f"{r.rollback_s if r.rollback_s is not None else ''} | "
+                     f"{r.conversations} ({r.mixed_conversations}) | "
                      f"{r.broken_conversations} |")
     lines += ["", "## What clients saw, per step and color (requests, 5xx or no answer, p90)", ""]
     for r in results:
