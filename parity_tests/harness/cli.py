@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -220,7 +221,9 @@ def finish(args: argparse.Namespace, console: Console, results: list[CaseResult]
     summary = report.summarize(results, info)
     keys = API_KEYS if info.get("mode") == "local" else (
         os.environ.get("PARITY_API_KEY", API_KEYS[0]),)
-    reproducers = reproduce.write_reproducers(results, args.report_dir, urls, keys, faults_url)
+    noise = load_noise(args.noise, "local" if info.get("mode") == "local" else "remote")
+    reproducers = reproduce.write_reproducers(results, args.report_dir, urls, keys, faults_url,
+                                              noise)
     report.write_json(summary, results, args.report_dir)
     report.write_junit(results, summary, args.report_dir)
     report.write_html(summary, results, urls, args.report_dir, reproducers)
@@ -258,6 +261,10 @@ def keep_lanes(stack: LocalLanes, console: Console, summary: dict[str, Any], rep
                        if lane.name in env)
     console.print(f"e.g. {exports} PARITY_API_KEY={API_KEYS[0]} python3 "
                   f"{report_dir}/{reproduce.DIRECTORY}/001-*.py", markup=False)
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)  # a CI job's kill stops them as Ctrl-C does
     try:
         if wait is not None:
             wait()
@@ -266,6 +273,8 @@ def keep_lanes(stack: LocalLanes, console: Console, summary: dict[str, Any], rep
                 time.sleep(3600)
     except KeyboardInterrupt:
         console.print("stopping the kept lanes", markup=False)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def staging_main(args: argparse.Namespace, console: Console) -> int:

@@ -23,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from parity_tests.harness.compare import MISSING, Delta
-from parity_tests.harness.runner import CaseResult, LaneResponse, StepResult
+from parity_tests.harness.runner import COMPARED_HEADERS, CaseResult, LaneResponse, StepResult
 from shared.perfwindow import percentile
 from shared.routes import ROUTES
 
@@ -513,11 +513,27 @@ def anchor(index: int) -> str:
 
 
 def _differing_headers(step: StepResult) -> set[str]:
-    names: set[str] = set()
+    """The compared headers (runner.COMPARED_HEADERS, and X-Request-ID when the request sent
+    one) whose values differ between the lanes; a lane's color and generated ids are not."""
     responses = list(step.responses.values())
-    for r in responses:
-        names |= set(r.headers)
+    compared = set(COMPARED_HEADERS)
+    if any(k.lower() == "x-request-id" for r in step.requests.values() for k in r.headers):
+        compared.add("x-request-id")
+    names = {n for r in responses for n in r.headers if n in compared}
     return {n for n in names if len({r.headers.get(n) for r in responses}) > 1}
+
+
+INDEX_ROWS = 50  # failing cases listed in the index before the rest is collapsed
+OVERVIEW_ROWS = 15  # rows shown before the rest of the overview is collapsed
+
+
+def group_path(path: str) -> str:
+    """A field path as the overview groups it: list indices and stored items' keys read
+    ``*`` (``body.messages.*.content``, ``dynamodb.sessions.*.message_count``)."""
+    parts = path.split(".")
+    if parts[0] == "dynamodb" and len(parts) > 2:
+        parts[2] = "*"
+    return ".".join("*" if p.isdigit() else p for p in parts)
 
 
 def _overview(failing: list[tuple[int, CaseResult]]) -> list[dict[str, Any]]:
@@ -536,10 +552,11 @@ def _overview(failing: list[tuple[int, CaseResult]]) -> list[dict[str, Any]]:
             add("case error", case.error, "", index, case)
         for step in case.steps:
             for d in step.differences:
-                add("difference", d.path, " vs ".join(_lane_pair(step, False)), index, case)
+                add("difference", group_path(d.path), " vs ".join(_lane_pair(step, False)),
+                    index, case)
             for d in step.undeclared_noise:
-                add("undeclared noise", d.path, " vs ".join(_lane_pair(step, True)), index,
-                    case)
+                add("undeclared noise", group_path(d.path), " vs ".join(_lane_pair(step, True)),
+                    index, case)
             for v in step.violations:
                 lane, _, text = v.partition(": ")
                 add("contract violation", text or v, lane if text else "", index, case)
@@ -632,6 +649,7 @@ def write_html(summary: dict[str, Any], results: list[CaseResult], urls: dict[st
         steps = [_step_view(s, lanes, urls.get(next(iter(s.requests)), "")) for s in case.steps
                  if s.failed]
         failing.append({"anchor": anchor(index), "open": index < OPEN_CASES,
+                        "number": index + 1,
                         "case": {"id": case.case.id,
                                  "source": relative(case.case.source) if case.case.source
                                  else "",
@@ -647,7 +665,7 @@ def write_html(summary: dict[str, Any], results: list[CaseResult], urls: dict[st
         lanes=lanes, overview=_clean(_overview(failing_results)), passing=_clean(passing),
         run_differences=_clean(_run_differences(summary, lanes)),
         checks=_clean(_checks_view(summary.get("checks", []))),
-        open_cases=OPEN_CASES)
+        open_cases=OPEN_CASES, overview_rows=OVERVIEW_ROWS, index_rows=INDEX_ROWS)
     (out / "report.html").write_text(page, encoding="utf-8", errors="backslashreplace")
 
 
@@ -704,7 +722,8 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         dirty = {True: " (dirty tree)", False: ""}.get(bool(ident["git_dirty"]), "") \
             if ident.get("git_dirty") is not None else " (tree unknown)"
         console.print(f"run: {ident.get('date')} commit {(ident.get('git_commit') or '?')[:12]}"
-                      f"{dirty}, seed {ident.get('seed')}, generated {ident.get('generated')}, "
+                      f"{dirty}, seed {ident.get('seed') if ident.get('seed') is not None else '-'}"
+                      f", generated {ident.get('generated')}, "
                       f"corpus {ident.get('corpus_hash')}", markup=False)
     verdict = "[bold green]PASS[/]" if summary["passed"] else "[bold red]FAIL[/]"
     console.print(

@@ -25,8 +25,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from parity_tests.harness.model import ABSENT, Case, Request
-from parity_tests.harness.runner import CaseResult
+from parity_tests.harness.model import _VAR, ABSENT, Case, Request
+from parity_tests.harness.rules import NoiseRule, _compile
+from parity_tests.harness.runner import COMPARED_HEADERS, CaseResult, route_of
 
 LANE_ENV = {"blue": "BLUE_URL", "blue-aa": "BLUE_AA_URL", "green": "GREEN_URL"}
 DIRECTORY = "reproducers"
@@ -51,7 +52,9 @@ def case_plan(case: Case) -> dict[str, Any]:
         if step.control is not None:
             steps.append({"name": step.name, "control": step.control})
             continue
+        route = route_of(step.request.method, _VAR.sub("x1", step.request.path))
         steps.append({"name": step.name, "request": _request(step.request),
+                      "route": route.path if route else None,
                       "capture": dict(step.capture), "expect_status": step.expect_status})
     return {"id": case.id, "static": {**case.variables, "case": case.slug}, "steps": steps}
 
@@ -76,6 +79,13 @@ def found(result: CaseResult) -> list[dict[str, Any]]:
     return out
 
 
+def noise_plan(rules: list[NoiseRule]) -> list[dict[str, Any]]:
+    """The noise rules as the script applies them: a path regex, the kind, its route, the
+    tolerance and (uuid) the value pattern."""
+    return [{"regex": _compile(r.path).pattern, "kind": r.kind, "route": r.route,
+             "tolerance": r.tolerance, "pattern": r.pattern} for r in rules]
+
+
 def _literal(value: Any) -> str:
     """A Python literal for ``value``: JSON with every non-ASCII character escaped (so lone
     surrogates survive), read back with json.loads."""
@@ -83,7 +93,7 @@ def _literal(value: Any) -> str:
 
 
 def script(result: CaseResult, urls: dict[str, str], api_keys: tuple[str, ...],
-           faults_url: str | None = None) -> str:
+           faults_url: str | None = None, noise: list[NoiseRule] | None = None) -> str:
     """The reproducer's source for one case."""
     case = result.case
     lanes = list(result.steps[0].responses) if result.steps else ["blue", "green"]
@@ -119,12 +129,14 @@ def script(result: CaseResult, urls: dict[str, str], api_keys: tuple[str, ...],
             f"PLAN = {_literal(case_plan(case))}\n"
             f"FOUND = {_literal(found(result))}\n"
             f"LANES = {_literal(lanes)}\n"
+            f"NOISE = {_literal(noise_plan(noise or []))}\n"
+            f"HEADERS = {_literal(list(COMPARED_HEADERS))}\n"
             + _RUNTIME)
 
 
 def write_reproducers(results: list[CaseResult], out: Path, urls: dict[str, str],
-                      api_keys: tuple[str, ...], faults_url: str | None = None
-                      ) -> dict[str, str]:
+                      api_keys: tuple[str, ...], faults_url: str | None = None,
+                      noise: list[NoiseRule] | None = None) -> dict[str, str]:
     """One script per failing case under ``out/reproducers/``; case id -> path relative to
     ``out`` (for report.html's links)."""
     directory = out / DIRECTORY
@@ -135,7 +147,7 @@ def write_reproducers(results: list[CaseResult], out: Path, urls: dict[str, str]
     for index, result in enumerate(r for r in results if r.failed):
         name = f"{index + 1:03d}-{re.sub(r'[^0-9a-zA-Z]+', '-', result.case.id).strip('-')[:80]}.py"
         path = directory / name
-        path.write_text(script(result, urls, api_keys, faults_url), encoding="utf-8")
+        path.write_text(script(result, urls, api_keys, faults_url, noise), encoding="utf-8")
         path.chmod(0o755)
         written[result.case.id] = f"{DIRECTORY}/{name}"
     return written
@@ -197,6 +209,54 @@ def flatten(value, prefix, out):
     else:
         out[prefix] = value
     return out
+
+
+def alias(value, tokens):
+    """Generated ids (the noise file's uuid patterns) as <idK:N>, by first appearance."""
+    if isinstance(value, str):
+        for kind, rule in enumerate([r for r in NOISE if r["kind"] == "uuid"], 1):
+            def repl(m, kind=kind):
+                if m.group(0) not in tokens:
+                    n = sum(1 for k in tokens.values() if k[1] == kind) + 1
+                    tokens[m.group(0)] = ("<id%s:%d>" % (kind if kind > 1 else "", n), kind)
+                return tokens[m.group(0)][0]
+            value = re.sub(rule["pattern"], repl, value)
+        return value
+    if isinstance(value, list):
+        return [alias(v, tokens) for v in value]
+    if isinstance(value, dict):
+        return {alias(k, tokens): alias(v, tokens) for k, v in value.items()}
+    return value
+
+
+ISO = re.compile(r"^\d{4}-\d\d-\d\d([T ][0-9:.]+)?(Z|[+-]\d\d:?\d\d)?$")
+
+
+def number(v):
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return float(v)
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def explained(path, route, a, b):
+    """Whether the noise file accounts for this pair (as the harness decides)."""
+    for rule in NOISE:
+        if rule["kind"] == "uuid" or (rule["route"] and rule["route"] != route):
+            continue
+        if not re.match(rule["regex"], path):
+            continue
+        if rule["kind"] == "ignore":
+            return True
+        if rule["kind"] == "iso-timestamp":
+            return all(isinstance(v, str) and ISO.match(v) for v in (a, b))
+        x, y = number(a), number(b)
+        return x is not None and y is not None and abs(x - y) <= rule["tolerance"]
+    return False
 
 
 def api_key(number):
@@ -280,6 +340,7 @@ def main():
     if os.environ.get("PARITY_CASE"):
         static["case"] = os.environ["PARITY_CASE"]
     variables = {lane: dict(static) for lane, _ in targets}
+    tokens = {lane: {} for lane, _ in targets}  # per lane and case, as the harness aliases
     faults_url = os.environ.get("PARITY_FAULTS_URL")
     names = [lane for lane, _ in targets]
     seen = {}
@@ -300,19 +361,24 @@ def main():
                 a = answers[lane]
                 print("  %-8s %s in %s ms%s" % (lane, a["status"], a["ms"],
                                                " (" + a["error"] + ")" if a["error"] else ""))
-            docs = {lane: flatten(a["body"], "body", flatten(
-                {k: v for k, v in a["headers"].items() if k not in ("date", "server",
-                 "x-request-id", "content-length", "connection", "keep-alive")},
-                "headers", {"status": a["status"]})) for lane, a in answers.items()}
+            sent_id = any(k.lower() == "x-request-id" for k in step["request"]["headers"])
+            docs = {}
+            for lane, a in answers.items():
+                head = {k: v for k, v in a["headers"].items()
+                        if k in HEADERS or (sent_id and k == "x-request-id")}
+                raw = alias({"status": a["status"], "headers": head, "body": a["body"]},
+                            tokens[lane])
+                docs[lane] = flatten(raw["body"], "body", flatten(
+                    raw["headers"], "headers", {"status": raw["status"]}))
             seen[step["name"]] = docs
             base = docs[names[0]]
             for other in names[1:]:
                 doc = docs[other]
                 for path in sorted(set(base) | set(doc)):
-                    if base.get(path, "(absent)") != doc.get(path, "(absent)"):
-                        print("  differs %s: %s=%s %s=%s" % (
-                            path, names[0], shown(base.get(path, "(absent)")), other,
-                            shown(doc.get(path, "(absent)"))))
+                    a, b = base.get(path, "(absent)"), doc.get(path, "(absent)")
+                    if a != b and not explained(path, step.get("route"), a, b):
+                        print("  differs %s: %s=%s %s=%s" % (path, names[0], shown(a), other,
+                                                            shown(b)))
             expected = step.get("expect_status")
             if expected is not None:
                 wrong = ["%s answered %s" % (l, a["status"]) for l, a in answers.items()
@@ -343,7 +409,7 @@ def main():
         docs = seen.get(f["step"], {})
         left, right = f["lanes"]
         path = f["path"]
-        if not path.split(".")[0] in ("status", "headers", "body") or "<id" in path:
+        if path.split(".")[0] not in ("status", "headers", "body"):
             print("  n/a   step %s: %s (%s=%s %s=%s; compare side effects or ids by hand)"
                   % (f["step"], path, left, shown(f["values"][0]), right, shown(f["values"][1])))
             continue
@@ -351,7 +417,8 @@ def main():
             print("  n/a   step %s: %s (%s or %s not given)" % (f["step"], path, left, right))
             continue
         a, b = docs[left].get(path, "(absent)"), docs[right].get(path, "(absent)")
-        hit = a != b
+        route = next((s.get("route") for s in PLAN["steps"] if s["name"] == f["step"]), None)
+        hit = a != b and not explained(path, route, a, b)
         again += hit
         print("  %s step %s: %s %s=%s %s=%s" % ("AGAIN" if hit else "gone ", f["step"], path,
                                                left, shown(a), right, shown(b)))

@@ -90,7 +90,7 @@ def test_one_wrong_field_in_many_cases_is_one_overview_row(tmp_path: Path) -> No
     assert page.index("Failing cases (40)") < page.index("Failing cases in detail")
     # one overview row for the path, counting every case
     row = re.search(r"<tr class=\"bad\"><td>body.message_count</td><td>difference</td>"
-                    r"<td>blue vs green</td><td>40</td>", page)
+                    r"<td class=\"nowrap\">blue vs green</td><td>40</td>", page)
     assert row, page[:3000]
     # an index entry and an anchor per failing case; only the first few details open
     assert [f"case-{i}" for i in range(1, 41)] == [i for i in parsed.ids if i.startswith("case")]
