@@ -256,7 +256,10 @@ class Controller:
         self._heartbeat = Heartbeat(self.store, record.rule_arn, self.owner,
                                     self.plan.lease_s).start()
         try:
-            return self._steps(record)
+            try:
+                return self._steps(record)
+            except AWS_ERRORS as exc:  # a state write or read-back failed mid-step
+                return self._on_error(record, f"{type(exc).__name__}: {exc}")
         finally:
             self._heartbeat.stop()
             if not self._heartbeat.lost.is_set():
@@ -276,6 +279,8 @@ class Controller:
         for index in range(record.step, len(self.plan.steps)):
             step = self.plan.steps[index]
             record.step = index
+            if self.interrupted.is_set():  # e.g. Ctrl-C while the parity suite ran
+                return self._decide(record, "interrupted")
             target = Weights.green_at(step.weight)
             try:
                 record.weights = self.traffic.set(target).to_dict()
@@ -379,7 +384,10 @@ class Controller:
                 if fresh is not None and fresh.requested:
                     record.version = fresh.version
                     what, record.requested = fresh.requested, ""
-                    self.store.save(record)
+                    try:
+                        self.store.save(record)
+                    except AWS_ERRORS:
+                        record.version = fresh.version  # acted on anyway; saved with the state
                     self._event(record, "requested", request=what)
                     return {"pause": "pause:paused by an operator", "abort": "abort",
                             "promote": "promote"}.get(what, "pause:unknown request " + what)

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import httpx
 import pytest
+from botocore.config import Config
 
 from deploy.analysis import CloudWatchSource
 from deploy.controller import Controller, PreTrafficResult
@@ -61,7 +63,8 @@ class Setup:
         source = CloudWatchSource(self.cw, {"blue": f"T/{ns}/blue", "green": f"T/{ns}/green"},
                                   load_balancer=(self.alb.load_balancer_arn,
                                                  self.alb.target_groups))
-        self.store = StateStore(boto3.client("dynamodb", endpoint_url=url,
+        fast = Config(retries={"max_attempts": 2, "mode": "standard"})  # a fault fails fast
+        self.store = StateStore(boto3.client("dynamodb", endpoint_url=url, config=fast,
                                              region_name="us-east-1"), CUTOVER_TABLE)
         self.lines: list[str] = []
         self.controller = Controller(
@@ -213,3 +216,23 @@ def test_an_operator_can_promote_or_abort_a_running_cutover(stack: DevStack,
         # acted on while step 1 baked: no step passed, far fewer windows than its bake
         assert not [e for e in audit if e["event"] == "step_passed"]
         assert len([e for e in audit if e["event"] == "window"]) < 30
+
+
+def test_a_state_table_that_fails_mid_cutover_rolls_back(stack: DevStack, tmp_path: Path
+                                                         ) -> None:
+    s = Setup(stack, tmp_path, plan())
+
+    def break_the_table(event: dict[str, Any]) -> None:
+        if event["event"] == "pre_traffic":  # the next record write fails, every attempt
+            httpx.post(stack.moto_url + "/_faults/config",
+                       json={"dynamodb": {"PutItem": "internal"}}, timeout=5).raise_for_status()
+
+    s.controller.listeners.append(break_the_table)
+    try:
+        outcome = s.controller.start()
+    finally:
+        httpx.delete(stack.moto_url + "/_faults/config", timeout=5).raise_for_status()
+    assert outcome.state == "rolled_back"
+    assert "InternalServerError" in outcome.reason
+    assert s.traffic.weights() == ALL_BLUE
+    assert not [e for e in s.audit() if e["event"] == "weights"]
