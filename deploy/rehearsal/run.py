@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import json
 import os
 import shutil
@@ -49,6 +50,7 @@ import yaml
 
 from deploy.cli import build
 from deploy.controller import Controller, Outcome
+from deploy.infra.report import write_report
 from deploy.plan import PLANS, Plan, load_plan
 from deploy.rehearsal.loadgen import LoadGenerator, RequestRecord, summarize
 from deploy.rehearsal.timeline import plot_timeline
@@ -65,6 +67,7 @@ from devstack.procs import (
 )
 from devstack.run import ROOT, Server
 from devstack.stack import FAKE_CREDENTIALS, create_cutover_table, create_tables
+from shared.settings import DEFAULT_NAMESPACES
 
 REHEARSAL_PLAN = PLANS / "rehearsal.yaml"
 API_KEY = "rehearsal-key-1"
@@ -209,6 +212,16 @@ class Rehearsal(contextlib.AbstractContextManager["Rehearsal"]):
             server.stop()
         for helper in reversed(self.helpers):
             helper.stop()
+
+    def migration_report(self, out_dir: Path, since: float,
+                         results: list[ScenarioResult]) -> dict[str, Any]:
+        """``python -m deploy report`` on the rehearsal's data (moto ends with the rehearsal)."""
+        return write_report(
+            self.cloudwatch, namespaces=dict(DEFAULT_NAMESPACES),
+            load_balancer_arn=self.alb.load_balancer_arn, target_groups=self.alb.target_groups,
+            audit_paths=[Path(r.audit) for r in results if r.audit],
+            since=dt.datetime.fromtimestamp(since, dt.UTC), until=dt.datetime.now(dt.UTC),
+            out_dir=out_dir)
 
     def settings(self, report_dir: Path) -> DeploySettings:
         return DeploySettings(aws_endpoint_url=self.moto.url,
@@ -570,16 +583,21 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated, from {', '.join(SCENARIOS)}")
     parser.add_argument("--report-dir", type=Path, default=Path("reports/cutover"))
     parser.add_argument("--rate", type=float, default=30.0, help="client requests per second")
+    parser.add_argument("--migration-dir", type=Path, default=Path("reports/migration"),
+                        help="where the migration report over the whole rehearsal goes")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.scenarios.split(",") if n.strip()]
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenarios {unknown}")
-    started = time.perf_counter()
+    started, since = time.perf_counter(), time.time()
     with Rehearsal(args.report_dir, rate_per_s=args.rate,
                    printer=lambda line: print(line, flush=True)) as rehearsal:
         results = rehearsal.run(names)
         boot_s = rehearsal.boot_s
+        migration = rehearsal.migration_report(args.migration_dir, since, results)
+        print(f"migration report: {args.migration_dir}/report.html, report.md, report.png "
+              f"(verdict {migration.get('verdict', '?')})", flush=True)
     total = time.perf_counter() - started
     summary = {"passed": all(r.passed for r in results), "boot_s": round(boot_s, 1),
                "total_s": round(total, 1), "scenarios": [r.to_dict() for r in results]}
