@@ -266,6 +266,9 @@ class SideEffects:
         self.prometheus = prometheus
         self.use_streams = streams
         self._clients: dict[str, tuple[Any, Any]] = {}
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._reader = ThreadPoolExecutor(max_workers=4, thread_name_prefix="agent-calls")
 
     def _aws(self, lane: Lane) -> tuple[Any, Any]:
         """(dynamodb, dynamodbstreams) clients for the lane's endpoint, made once."""
@@ -344,7 +347,10 @@ class SideEffects:
                 if v != lane.baseline_prom.get(k, 0.0)}
 
     def collect(self, lane: Lane) -> dict[str, Any]:
-        """The side effects since the previous call, as one JSON document."""
+        """The side effects since the previous call, as one JSON document. The agent calls are
+        read while the tables are (two services, two round trips at once)."""
+        assert lane.emulator is not None
+        pending = self._reader.submit(lane.emulator.calls)
         dynamodb: dict[str, Any] = {}
         for role, table in lane.tables.items():
             if role in lane._iterators:
@@ -357,8 +363,7 @@ class SideEffects:
                 lane._items[role] = now
             if changed:
                 dynamodb[role] = changed
-        assert lane.emulator is not None
-        calls = lane.emulator.calls()
+        calls = pending.result()
         new_calls = [{"session_id": c["session_id"], "input_text": c["input_text"],
                       "fault": c.get("fault")} for c in calls[lane._calls_seen:]]
         lane._calls_seen = len(calls)
