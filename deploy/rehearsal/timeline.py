@@ -2,8 +2,9 @@
 
 1. the ALB weights (green %, and blue % = 100 - green), from the audit's ``weights`` events;
 2. requests/s per color (1-s buckets), from the load generator's records;
-3. the 5xx rate per color (2-s buckets); requests with no answer (status 0) are color "none",
-   shown as their share of all requests in the bucket;
+3. the 5xx rate per color (2-s buckets); answers with no color (the load balancer's own 502/503/
+   504 when a target is down, or no answer at all: status 0) are color "none", shown as their
+   share of all requests in the bucket;
 4. p90 latency per color (2-s buckets), and the controller's per-window p90 (audit ``window``
    events) as markers shaped by the window's verdict.
 
@@ -146,15 +147,16 @@ def _rate(ax: Axes, records: list[RequestRecord], t0: float) -> None:
         if color in per:
             xs, ys = _series(per[color], 1.0, lambda g, _: float(len(g)))
             ax.plot(xs, ys, color=COLORS[color], linewidth=1.6, drawstyle="steps-mid",
-                    label=color if color != "none" else "no answer")
+                    label=color if color != "none" else "no color (ALB error or none)")
     ax.set_ylim(bottom=0)
     _legend(ax)
 
 
 def _errors(ax: Axes, records: list[RequestRecord], t0: float) -> None:
     ax.set_ylabel("5xx rate %")
-    ax.set_title("errors: 5xx share of each color's requests; no answer as a share of all "
-                 "(2-s buckets)", loc="left", fontsize=10)
+    ax.set_title("errors: 5xx share of each color's requests; answers with no color (the load "
+                 "balancer's 5xx, or none) as a share of all (2-s buckets)", loc="left",
+                 fontsize=10)
     width = 2.0
     per = _buckets(records, t0, width)
     if not per:
@@ -173,7 +175,7 @@ def _errors(ax: Axes, records: list[RequestRecord], t0: float) -> None:
         xs, ys = _series(per["none"], width,
                          lambda g, b: 100.0 * len(g) / totals[b] if totals.get(b) else 0.0)
         ax.plot(xs, ys, color=COLORS["none"], linewidth=1.6, marker="x", linestyle=":",
-                label="no answer (status 0)")
+                label="no color (ALB 5xx or no answer)")
     ax.set_ylim(-3, 103)
     _legend(ax)
 
