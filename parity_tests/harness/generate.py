@@ -944,13 +944,14 @@ def limit_cases(env: dict[str, str] | None = None) -> list[Case]:
     low, high = int(schema.get("minLength", 1)), int(schema["maxLength"])
     for n, label in ((high, "at"), (high + 1, "past"), (low, "at-min")):
         name = f"message-{n}-chars-{label}"
+        ok = 200 if label != "past" else 422
         cases.append(_case(name, [{"name": "chat", "request": _chat(
-            "m" * n, session_id=f"s-{_slug(name)}"[:100])}],
+            "m" * n, session_id=f"s-{_slug(name)}"[:100]), "expect_status": ok}],
             f"A message of {n} characters (MESSAGE_MAX_CHARS {high})."))
         if label != "at-min":
             wide = f"message-{n}-wide-chars-{label}"
             cases.append(_case(wide, [{"name": "chat", "request": _chat(
-                "\u00e9" * n, session_id=f"s-{_slug(wide)}"[:100])}],
+                "\u00e9" * n, session_id=f"s-{_slug(wide)}"[:100]), "expect_status": ok}],
                 f"{n} two-byte characters: the limit counts characters, not bytes."))
     for field_name, pattern in (("session_id", SESSION_ID_PATTERN),
                                 ("user_id", USER_ID_PATTERN)):
@@ -959,33 +960,39 @@ def limit_cases(env: dict[str, str] | None = None) -> list[Case]:
                          (least - 1, "below-min")):
             name = f"{field_name.replace('_', '-')}-{n}-chars-{label}"
             ident = _padded_id("l" + hashlib.sha256(name.encode()).hexdigest()[:4] + "-", n)
+            ok = 200 if label.startswith("at") else 422
             steps: list[dict[str, Any]] = [{"name": "chat", "request": _chat(
-                "hello", **{field_name: ident})}]
+                "hello", **{field_name: ident}), "expect_status": ok}]
             if field_name == "session_id" and n:
                 steps += [{"name": "get", "request": {
-                    "method": "GET", "path": f"/api/v1/chat/sessions/{ident}"}},
+                    "method": "GET", "path": f"/api/v1/chat/sessions/{ident}"},
+                    "expect_status": ok},
                     {"name": "delete", "request": {
-                        "method": "DELETE", "path": f"/api/v1/chat/sessions/{ident}"}}]
+                        "method": "DELETE", "path": f"/api/v1/chat/sessions/{ident}"},
+                     "expect_status": ok}]
             elif n:
                 steps.append({"name": "list", "request": {
-                    "method": "GET", "path": f"/api/v1/users/{ident}/sessions"}})
+                    "method": "GET", "path": f"/api/v1/users/{ident}/sessions"},
+                    "expect_status": ok})
             cases.append(_case(name, steps, f"A {field_name} of {n} characters "
                                f"(pattern {pattern})."))
-    least, most = _bounds(web.ListQuery, "limit")
-    if least is None or most is None:
+    bounds = _bounds(web.ListQuery, "limit")
+    if bounds[0] is None or bounds[1] is None:
         raise GenerationError("ListQuery.limit has no ge/le bounds")
+    least, most = bounds[0], bounds[1]
     for n in (least - 1, least, most, most + 1):
         name = f"list-limit-{n}"
         cases.append(_case(name, [{"name": "list", "request": {
             "method": "GET", "path": f"/api/v1/users/u-{_slug(name)}/sessions",
-            "query": {"limit": str(n)}}}], f"?limit={n} (ListQuery: {least}..{most})."))
+            "query": {"limit": str(n)}}, "expect_status": 200 if least <= n <= most else 422}],
+            f"?limit={n} (ListQuery: {least}..{most})."))
     history = int(settings["session_history_limit"])
     for turns, label in ((history // 2, "at"), (history // 2 + 1, "past")):
         name = f"history-{label}-limit-{history}"
         sid = f"h-{_slug(name)}"[:100]
         steps = [{"name": f"turn-{t + 1}", "request": _chat(f"turn {t + 1}", session_id=sid),
                   "expect_status": 200} for t in range(max(turns, 1))]
-        steps.append({"name": "read-back",
+        steps.append({"name": "read-back", "expect_status": 200,
                       "request": {"method": "GET", "path": f"/api/v1/chat/sessions/{sid}"}})
         cases.append(_case(name, steps, f"{2 * turns} messages against "
                            f"SESSION_HISTORY_LIMIT={history}.",
@@ -999,7 +1006,8 @@ def limit_cases(env: dict[str, str] | None = None) -> list[Case]:
         assert len(body.encode()) == n
         cases.append(_case(name, [{"name": "chat", "request": {
             "method": "POST", "path": "/api/v1/chat", "body": body,
-            "headers": {"Content-Type": "application/json"}}}],
+            "headers": {"Content-Type": "application/json"}},
+            "expect_status": 200 if label == "at" else 413}],
             f"A body of {n} bytes (MAX_BODY_BYTES {max_body}).",
             [{"settings": {"max_body_bytes": max_body}}]))
     threshold = int(settings["gzip_min_bytes"])
@@ -1014,7 +1022,8 @@ def limit_cases(env: dict[str, str] | None = None) -> list[Case]:
              "expect_status": 200},
             {"name": "read-gzip", "request": {"method": "GET",
                                               "path": f"/api/v1/chat/sessions/{sid}",
-                                              "headers": {"Accept-Encoding": "gzip"}}}],
+                                              "headers": {"Accept-Encoding": "gzip"}},
+             "expect_status": 200}],
             f"A {n}-byte answer against GZIP_MIN_BYTES={threshold}.",
             [{"settings": {"gzip_min_bytes": threshold}}]))
     line = web.MAX_HEADER_LINE_BYTES
@@ -1022,7 +1031,8 @@ def limit_cases(env: dict[str, str] | None = None) -> list[Case]:
         name = f"header-line-{n}-bytes-{label}"
         cases.append(_case(name, [{"name": "health", "request": {
             "method": "GET", "path": "/health", "auth": False,
-            "headers": {"X-Pad": "v" * (n - len("X-Pad: "))}}}],
+            "headers": {"X-Pad": "v" * (n - len("X-Pad: "))}},
+            "expect_status": 200 if label == "at" else 431}],
             f"One header line of {n} bytes (MAX_HEADER_LINE_BYTES {line})."))
     fields = web.MAX_HEADER_FIELDS
     sent_by_client = len(httpx_default_headers()) + 1  # + Host
@@ -1030,20 +1040,23 @@ def limit_cases(env: dict[str, str] | None = None) -> list[Case]:
         name = f"header-fields-{n}-{label}"
         cases.append(_case(name, [{"name": "health", "request": {
             "method": "GET", "path": "/health", "auth": False,
-            "headers": {f"X-Field-{i}": "f" for i in range(n - sent_by_client)}}}],
+            "headers": {f"X-Field-{i}": "f" for i in range(n - sent_by_client)}},
+            "expect_status": 200 if label == "at" else 431}],
             f"{n} header names (MAX_HEADER_FIELDS {fields}), the client's own included."))
     for n, label in ((web.MAX_PATH_CHARS, "at"), (web.MAX_PATH_CHARS + 1, "past")):
         name = f"path-{n}-chars-{label}"
         prefix = "/api/v1/users/"
         cases.append(_case(name, [{"name": "list", "request": {
             "method": "GET", "path": prefix + "p" * (n - len(prefix) - len("/sessions"))
-            + "/sessions"}}], f"A path of {n} characters (MAX_PATH_CHARS)."))
+            + "/sessions"}, "expect_status": 422 if label == "at" else 414}],
+            f"A path of {n} characters (MAX_PATH_CHARS; at it, the user id is too long)."))
     for n, label in ((web.MAX_TARGET_BYTES, "at"), (web.MAX_TARGET_BYTES + 1, "past")):
         name = f"target-{n}-bytes-{label}"
         path = f"/api/v1/users/u-{_slug(name)}/sessions"
         query = "x" * (n - len(path) - len("?limit=5&q="))
         cases.append(_case(name, [{"name": "list", "request": {
-            "method": "GET", "path": path, "query": [["limit", "5"], ["q", query]]}}],
+            "method": "GET", "path": path, "query": [["limit", "5"], ["q", query]]},
+            "expect_status": 200 if label == "at" else 414}],
             f"A request target of {n} bytes (MAX_TARGET_BYTES)."))
     depth = web.MAX_JSON_DEPTH
     for n, label in ((depth, "at"), (depth + 1, "past")):
@@ -1051,7 +1064,8 @@ def limit_cases(env: dict[str, str] | None = None) -> list[Case]:
         nested = '{"message": "deep", "x": ' + "[" * (n - 1) + "]" * (n - 1) + "}"
         cases.append(_case(name, [{"name": "chat", "request": {
             "method": "POST", "path": "/api/v1/chat", "body": nested,
-            "headers": {"Content-Type": "application/json"}}}],
+            "headers": {"Content-Type": "application/json"}},
+            "expect_status": 200 if label == "at" else 400}],
             f"A body nested {n} levels (MAX_JSON_DEPTH {depth})."))
     return cases
 

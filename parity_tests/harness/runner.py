@@ -135,6 +135,33 @@ def contract_violations(method: str, path: str, resp: LaneResponse) -> list[str]
     return []
 
 
+def seed_items(raw: dict[str, Any], static: dict[str, str]) -> list[dict[str, Any]]:
+    """The DynamoDB items of a control step's ``seed`` (see :mod:`parity_tests.harness.model`),
+    stamped relative to now, as the apps would store them (:func:`shared.sessions.to_item`)."""
+    from shared.contracts import ChatMessage, SessionRecord
+    from shared.sessions import to_item
+
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    items = []
+    for spec in raw["sessions"]:
+        created = now - dt.timedelta(seconds=int(spec.get("age_s", 7200)))
+        messages = []
+        for turn in range(int(spec.get("turns", 1))):
+            messages += [ChatMessage(role="user", content=f"seeded question {turn + 1}",
+                                     timestamp=created),
+                         ChatMessage(role="assistant", content=f"seeded answer {turn + 1}",
+                                     timestamp=created)]
+        user = spec.get("user_id")
+        record = SessionRecord(
+            session_id=_fill_text(str(spec["session_id"]), static),
+            user_id=_fill_text(str(user), static) if user is not None else None,
+            created_at=created, updated_at=created,
+            expires_at=now + dt.timedelta(seconds=int(spec["expires_in_s"])),
+            message_count=len(messages), messages=messages)
+        items.append(to_item(record, 1))
+    return items
+
+
 class RunHooks:
     """What a staging run changes in how a case is sent and compared (nothing, here)."""
 
@@ -188,7 +215,11 @@ class Runner:
         try:
             for index, step in enumerate(case.steps):
                 if step.control is not None:
-                    problem = self.control(step.control, injected, static)
+                    problem = (self.seed(step.control["seed"], static)
+                               if "seed" in step.control else None)
+                    rest = {k: v for k, v in step.control.items() if k != "seed"}
+                    if not problem and rest:
+                        problem = self.control(rest, injected)
                     if problem:
                         result.error = f"step {step.name}: {problem}"
                         break
@@ -244,27 +275,7 @@ class Runner:
         if self.effects is None or any(not lane.aws_url or "sessions" not in lane.tables
                                        for lane in self.lanes):
             return "seeding needs the local stack (each lane's tables)"
-        from shared.contracts import ChatMessage, SessionRecord
-        from shared.sessions import to_item
-
-        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-        items = []
-        for spec in raw["sessions"]:
-            created = now - dt.timedelta(seconds=int(spec.get("age_s", 7200)))
-            messages = []
-            for turn in range(int(spec.get("turns", 1))):
-                messages += [ChatMessage(role="user", content=f"seeded question {turn + 1}",
-                                         timestamp=created),
-                             ChatMessage(role="assistant", content=f"seeded answer {turn + 1}",
-                                         timestamp=created)]
-            user = spec.get("user_id")
-            record = SessionRecord(
-                session_id=_fill_text(str(spec["session_id"]), static),
-                user_id=_fill_text(str(user), static) if user is not None else None,
-                created_at=created, updated_at=created,
-                expires_at=now + dt.timedelta(seconds=int(spec["expires_in_s"])),
-                message_count=len(messages), messages=messages)
-            items.append(to_item(record, 1))
+        items = seed_items(raw, static)
         for lane in self.lanes:
             ddb = self.effects.client(lane)
             for item in items:
@@ -273,13 +284,8 @@ class Runner:
             self.effects.collect(lane)
         return None
 
-    def control(self, control: dict[str, Any], before: dict[str, int],
-                static: dict[str, str] | None = None) -> str | None:
+    def control(self, control: dict[str, Any], before: dict[str, int]) -> str | None:
         """Apply a control step; a problem (as text) fails the case."""
-        if "seed" in control:
-            problem = self.seed(control["seed"], static or {})
-            if problem or set(control) == {"seed"}:
-                return problem
         if not self._injectors():
             return "control steps need the local stack (its fault injector)"
         config = {k: v for k, v in control.items() if k not in ("await", "seed")}
@@ -428,9 +434,10 @@ class Runner:
                 flat.update(flatten(value, key, (*case.unordered, "agent_calls")))
             docs[lane.name] = flat
         self._judge(case, result, docs)
+        # a concurrent step's expect_status: at least one copy answers it in every lane
         missed = [f"{name} answered {sorted(r.status for r in rs)}"
                   for name, rs in answers.items() if step.expect_status is not None
-                  and any(r.status != step.expect_status for r in rs)]
+                  and all(r.status != step.expect_status for r in rs)]
         if missed:
             result.expectation = f"expected {step.expect_status}; " + ", ".join(missed)
         return result
