@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -47,6 +48,29 @@ class Colors:
     api_key: str
 
 
+@contextlib.contextmanager
+def both_colors(env: dict[str, str], logs: Path, api_key: str, workers: int
+                ) -> Iterator[Colors]:
+    """Blue and green as shipped on the same environment (one shared table), with clients."""
+    servers = {c: Server(c, free_port(), env, workers=workers, log_path=logs / f"{c}.log")
+               for c in COLORS}
+    try:
+        for srv in servers.values():
+            srv.start()
+        for srv in servers.values():
+            srv.wait_healthy(30)
+        clients = {c: httpx.Client(base_url=s.url, headers={"X-API-Key": api_key}, timeout=15)
+                   for c, s in servers.items()}
+        try:
+            yield Colors(clients, servers, api_key)
+        finally:
+            for client in clients.values():
+                client.close()
+    finally:
+        for srv in servers.values():
+            srv.stop()
+
+
 @pytest.fixture(scope="module")
 def colors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Colors]:
     logs = tmp_path_factory.mktemp("mixed")
@@ -55,23 +79,8 @@ def colors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Colors]:
         env = {**stack.env(), "API_KEYS": api_key, "METRICS_FLUSH_INTERVAL_S": "60",
                "SESSION_HISTORY_LIMIT": str(HISTORY_LIMIT), "SESSION_TTL_S": str(TTL_S),
                "RATE_LIMIT_REQUESTS": "100000"}
-        servers = {c: Server(c, free_port(), env, workers=2, log_path=logs / f"{c}.log")
-                   for c in COLORS}
-        try:
-            for srv in servers.values():
-                srv.start()
-            for srv in servers.values():
-                srv.wait_healthy(30)
-            clients = {c: httpx.Client(base_url=s.url, headers={"X-API-Key": api_key},
-                                       timeout=15) for c, s in servers.items()}
-            try:
-                yield Colors(clients, servers, api_key)
-            finally:
-                for client in clients.values():
-                    client.close()
-        finally:
-            for srv in servers.values():
-                srv.stop()
+        with both_colors(env, logs, api_key, workers=2) as colors:
+            yield colors
 
 
 def other(color: str) -> str:
@@ -412,23 +421,10 @@ def late_colors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Colors]:
         env = {**stack.env(), "DYNAMODB_ENDPOINT_URL": proxy.url, "API_KEYS": api_key,
                "METRICS_FLUSH_INTERVAL_S": "60", "RATE_LIMIT_ENABLED": "false",
                "DYNAMODB_READ_TIMEOUT_S": str(READ_TIMEOUT_S), "DYNAMODB_MAX_ATTEMPTS": "3"}
-        servers = {c: Server(c, free_port(), env, workers=1, log_path=logs / f"{c}.log")
-                   for c in COLORS}
         try:
-            for srv in servers.values():
-                srv.start()
-            for srv in servers.values():
-                srv.wait_healthy(30)
-            clients = {c: httpx.Client(base_url=s.url, headers={"X-API-Key": api_key},
-                                       timeout=15) for c, s in servers.items()}
-            try:
-                yield Colors(clients, servers, api_key)
-            finally:
-                for client in clients.values():
-                    client.close()
+            with both_colors(env, logs, api_key, workers=1) as colors:
+                yield colors
         finally:
-            for srv in servers.values():
-                srv.stop()
             proxy.shutdown()
             proxy.server_close()
             proxy.upstream.close()
