@@ -166,6 +166,7 @@ SETTING_KINDS: dict[str, str] = {
     "session_history_limit": "number",
     "max_body_bytes": "number",
     "gzip_min_bytes": "number",
+    "proxy_added_headers": "number",  # headers a proxy in front adds (an ALB: 4)
 }
 
 

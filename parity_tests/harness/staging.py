@@ -84,6 +84,10 @@ class TargetSettings(BaseModel):
     session_history_limit: int | None = None
     max_body_bytes: int | None = None
     gzip_min_bytes: int | None = None
+    proxy_added_headers: int | None = Field(default=None, ge=0, description=(
+        "Headers a proxy in front of the targets adds to each request (an ALB adds "
+        "X-Forwarded-For, -Proto, -Port and X-Amzn-Trace-Id: 4); they count toward the apps' "
+        "header limit."))
 
     @field_validator("cors_origins")
     @classmethod
