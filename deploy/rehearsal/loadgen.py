@@ -20,6 +20,7 @@ import math
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -237,16 +238,23 @@ class LoadGenerator:
         answered 200, a stored message count or history that does not match the turns answered
         200 (a lost or doubled turn), a wrong owner, a session that is gone. Empty: none broken.
         Call it after :meth:`stop`."""
-        problems: list[str] = []
         headers = {"X-API-Key": self.api_key}
-        with httpx.Client(base_url=self.url, headers=headers, timeout=self.timeout_s) as http:
-            for conv in self.conversations:
-                problems.extend(f"{conv.id}: {f}" for f in conv.failures)
-                if conv.session_id is None:
-                    continue  # never answered 200: nothing was promised to be stored
-                problems.extend(f"{conv.id} ({conv.session_id}): {p}"
-                                for p in self._check_stored(http, conv))
-        return problems
+        conversations = self.conversations
+
+        def check(conv: Conversation, http: httpx.Client) -> list[str]:
+            found = [f"{conv.id}: {f}" for f in conv.failures]
+            if conv.session_id is not None:  # else never answered 200: nothing promised
+                found += [f"{conv.id} ({conv.session_id}): {p}"
+                          for p in self._check_stored(http, conv)]
+            return found
+
+        # read back with as many connections as there were users (hundreds of sessions)
+        limits = httpx.Limits(max_connections=self.users)
+        with httpx.Client(base_url=self.url, headers=headers, timeout=self.timeout_s,
+                          limits=limits) as http, \
+                ThreadPoolExecutor(max_workers=self.users) as pool:
+            found = pool.map(lambda conv: check(conv, http), conversations)
+            return [problem for per in found for problem in per]
 
     @staticmethod
     def _check_stored(http: httpx.Client, conv: Conversation) -> list[str]:
