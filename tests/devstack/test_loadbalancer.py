@@ -62,6 +62,7 @@ class TargetServer:
         self.color = color
         self.healthy = True
         self.seen: list[dict[str, Any]] = []
+        self.connections: set[socket.socket] = set()
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -70,6 +71,14 @@ class TargetServer:
 
             def log_message(self, *_: Any) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                server.connections.add(self.connection)
+
+            def finish(self) -> None:
+                server.connections.discard(self.connection)
+                super().finish()
 
             def _answer(self, status: int, body: bytes, headers: dict[str, str] | None = None,
                         content_type: str | None = "text/plain") -> None:
@@ -119,9 +128,13 @@ class TargetServer:
         self._thread.start()
 
     def close(self) -> None:
-        """Stop and close the listening socket: the port refuses connections."""
+        """Stop as a killed process does: the port refuses connections, and the connections
+        kept alive to it are closed too (else a pooled one could still be answered)."""
         self.httpd.shutdown()
         self.httpd.server_close()
+        for conn in list(self.connections):
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
         self._thread.join(5)
 
 
