@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from deploy.infra import report as rep
 from deploy.infra import stack as st
 from deploy.infra import template as tpl
@@ -166,7 +168,7 @@ def _report(settings: DeploySettings, args: argparse.Namespace) -> int:
     until = _when(args.until) if args.until else dt.datetime.now(dt.UTC)
     try:
         out = _outputs(settings, args.stack)
-    except Exception as exc:  # no stack (devstack without one): the apps' metrics only
+    except (ClientError, BotoCoreError) as exc:  # no stack: the apps' metrics only
         print(f"no stack {args.stack} ({type(exc).__name__}); reading the apps' namespaces")
         out = {}
     groups = {c: out[f"{c.capitalize()}TargetGroupArn"] for c in ("blue", "green")

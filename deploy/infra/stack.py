@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+from botocore.exceptions import ClientError
 
 from deploy.infra.template import template_body
 from devstack.loadbalancer import ROLE_TAG
@@ -72,7 +73,7 @@ def parameter_list(params: Mapping[str, str]) -> list[dict[str, str]]:
 def stack_status(cfn: Any, name: str) -> str | None:
     try:
         return str(cfn.describe_stacks(StackName=name)["Stacks"][0]["StackStatus"])
-    except Exception as exc:  # botocore ClientError: "Stack with id ... does not exist"
+    except ClientError as exc:  # "Stack with id ... does not exist"
         if "does not exist" in str(exc):
             return None
         raise
