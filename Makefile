@@ -76,11 +76,11 @@ bench: install
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	@test -f devstack/dynalite/node_modules/dynalite/cli.js || \
 	  npm ci --prefix devstack/dynalite --no-audit --no-fund --loglevel=error
-	$(BIN)/python -m devstack.bench $(BENCH_ARGS)
+	$(BIN)/python -m loadtest.bench $(BENCH_ARGS)
 
 # make soak [SOAK_ARGS="--duration 300 --users 100"]
 soak: install
-	$(BIN)/python -m devstack.soak $(SOAK_ARGS)
+	$(BIN)/python -m loadtest.soak $(SOAK_ARGS)
 
 # make fuzz [FUZZ_ARGS="--max-examples 100"]: Schemathesis, every check, against both colors
 fuzz: install

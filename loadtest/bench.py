@@ -6,7 +6,7 @@ Each helper runs in its own process so its CPU can be read from /proc next to th
 - dynalite (DynamoDB, the default engine: moto caps at ~160 calls/s on this kind of machine),
   installed by the Makefile with ``npm ci`` from ``devstack/dynalite/package-lock.json``;
 - the agent-runtime emulator (``python -m devstack.agent_emulator``), agent latency set there;
-- wrk, the compiled load generator (``apt-get install wrk``), with :mod:`devstack.bench_wrk`'s
+- wrk, the compiled load generator (``apt-get install wrk``), with :mod:`loadtest.bench_wrk`'s
   script.
 
 The servers are booted with the shipped commands (:class:`devstack.run.Server`): blue is
@@ -41,11 +41,11 @@ from typing import Any
 
 import psutil
 
-from devstack.bench_report import RunResult, Targets, build_summary, write_outputs
-from devstack.bench_wrk import LUA_SCRIPT, parse_wrk_output, wrk_command
 from devstack.procs import HelperProcess, free_port, process_tree
 from devstack.run import Server
 from devstack.stack import FAKE_CREDENTIALS, create_tables
+from loadtest.bench_report import RunResult, Targets, build_summary, write_outputs
+from loadtest.bench_wrk import LUA_SCRIPT, parse_wrk_output, wrk_command
 from shared.sessions import rate_limit_table_spec, sessions_table_spec
 from shared.settings import DEV_API_KEY
 
@@ -272,7 +272,7 @@ def order_for(level_index: int, configs: Iterable[str]) -> list[str]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m devstack.bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m loadtest.bench", description=__doc__.split("\n")[0])
     p.add_argument("--levels", default="10,50,200,500",
                    help="concurrent users, comma-separated (default 10,50,200,500)")
     p.add_argument("--duration", type=int, default=12, help="seconds of load per run (12)")

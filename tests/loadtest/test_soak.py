@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from devstack.soak import FD_TOLERANCE, Sample, fd_tolerance, growth, reference_index, verdict
+from loadtest.soak import FD_TOLERANCE, Sample, fd_tolerance, growth, reference_index, verdict
 
 pytestmark = pytest.mark.unit
 

@@ -1,6 +1,6 @@
 """The pure half of `make bench`: bounds, summary rows, targets, the markdown table, the plot.
 
-Nothing here measures anything; :mod:`devstack.bench` hands it :class:`RunResult` objects.
+Nothing here measures anything; :mod:`loadtest.bench` hands it :class:`RunResult` objects.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from devstack.bench import order_for
-from devstack.bench_report import (
+from loadtest.bench import order_for
+from loadtest.bench_report import (
     RunResult,
     Targets,
     build_summary,
@@ -22,7 +22,7 @@ from devstack.bench_report import (
     markdown_table,
     write_outputs,
 )
-from devstack.bench_wrk import LUA_SCRIPT, MARKER, parse_wrk_output, wrk_command
+from loadtest.bench_wrk import LUA_SCRIPT, MARKER, parse_wrk_output, wrk_command
 
 pytestmark = pytest.mark.unit
 

@@ -249,7 +249,7 @@ def plot(results: dict[str, dict[str, Any]], out: Path) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m devstack.soak", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m loadtest.soak", description=__doc__.split("\n")[0])
     p.add_argument("--duration", type=float, default=300.0,
                    help="seconds of load per color (default 300)")
     p.add_argument("--users", type=int, default=100, help="concurrent users (default 100)")
