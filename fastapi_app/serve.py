@@ -12,8 +12,11 @@ import tempfile
 
 import uvicorn
 
+from shared.settings import settings_or_exit
+
 
 def main() -> None:
+    settings_or_exit()  # a bad setting: one line naming it, exit status 2, as blue's master
     metrics_dir = os.environ.get("METRICS_DIR") or tempfile.mkdtemp(
         prefix="chatbot-green-metrics-")
     shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -30,7 +33,9 @@ def main() -> None:
         http="httptools",
         lifespan="on",
         access_log=False,
-        proxy_headers=os.environ.get("TRUST_FORWARDED_FOR", "").lower() == "true",
+        # the client address is decided in shared/web.py client_ip (TRUST_FORWARDED_FOR,
+        # TRUSTED_PROXY_HOPS), the same in both colors; uvicorn's own rewrite would differ
+        proxy_headers=False,
         # SIGTERM: stop accepting, let requests in flight finish for up to this long, then the
         # lifespan flushes metrics. As blue's GUNICORN_GRACEFUL_TIMEOUT: keep it at or below the
         # orchestrator's stop timeout (compose: stop_grace_period 40 s); a chat slower than it

@@ -44,6 +44,12 @@ _metrics_dir = os.environ.get("METRICS_DIR") or tempfile.mkdtemp(prefix="chatbot
 os.environ["METRICS_DIR"] = _metrics_dir
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
 
+# A bad setting stops the master with one line naming it, exit status 2, before any worker boots
+# (as green's serve.py), instead of a traceback per worker and "Worker failed to boot".
+from shared.settings import settings_or_exit  # noqa: E402
+
+settings_or_exit()
+
 # Import the code (not the app) in the master: workers fork with the modules loaded, so a worker
 # starts in milliseconds instead of seconds. Each worker still builds its own app, and so its own
 # boto3 clients, after the fork (legacy_flask.wsgi runs create_app in the worker).

@@ -103,6 +103,7 @@ class Exchange:
             return Response(204, b"", content_type="")
         if w.requires_auth(self.path):
             w.check_api_key(self.settings, h.get("X-API-Key"))
+        w.check_metrics_access(self.settings, self.path, h.get("Authorization"))
         length = h.get("Content-Length")
         if length is not None:
             w.check_content_length(int(length) if length.isdigit() else None, self.settings)
@@ -116,7 +117,7 @@ class Exchange:
         h = self.headers
         api_key = h.get("X-API-Key") if self.settings.api_keys else None
         ident = identity(api_key, w.client_ip(self.settings, self.remote_addr,
-                                              h.get("X-Forwarded-For")))
+                                              w.forwarded_for(h.items())))
         self.rate = yield from rate_limit(ctx, ident)
         if not self.rate.allowed:
             raise ApiError(ErrorCode.RATE_LIMITED, headers=self.rate.headers())

@@ -6,6 +6,7 @@ process at start-up with a message naming the variable (:func:`load_settings`).
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -43,7 +44,8 @@ class Settings(BaseSettings):
 
     # identity
     environment: Literal["local", "dev", "test", "staging", "prod"] = Field(
-        default="local", description="Shown by /health; staging/prod refuse the dev API key.")
+        default="local", description="Shown by /health; staging/prod refuse the dev API key "
+        "and an empty API_KEYS.")
     app_version: str = Field(default=__version__, description="Shown by /health.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Level of the JSON log lines on stdout.")
@@ -102,11 +104,20 @@ class Settings(BaseSettings):
     rate_limit_window_s: int = Field(default=60, ge=1, le=86_400,
                                      description="Fixed window length.")
     trust_forwarded_for: bool = Field(
-        default=False, description="Use X-Forwarded-For's first hop as the client IP (ALB).")
+        default=False, description="Take the client IP from X-Forwarded-For (behind an ALB): "
+        "the hop TRUSTED_PROXY_HOPS from the right, never one the client wrote.")
+    trusted_proxy_hops: int = Field(
+        default=1, ge=1, le=10,
+        description="With TRUST_FORWARDED_FOR: how many proxies in front append to "
+        "X-Forwarded-For (1: the ALB alone). Fewer hops than this: the peer address.")
 
     # auth and CORS
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
-        default_factory=list, description="Comma-separated; empty disables auth on /api.")
+        default_factory=list, description="Comma-separated; empty disables auth on /api "
+        "(refused in staging/prod unless AUTH_DISABLED=true).")
+    auth_disabled: bool = Field(
+        default=False, description="Serve /api without API keys in staging/prod, on purpose "
+        "(API_KEYS must then be empty).")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated allowed origins; empty: no CORS.")
     cors_allow_credentials: bool = Field(
@@ -129,6 +140,15 @@ class Settings(BaseSettings):
     metrics_storage_resolution: int = Field(
         default=60, description="1 or 60: the datums' StorageResolution and their aggregation "
         "bucket (1: per second, high resolution, for gates on short windows; 60: per minute).")
+    metrics_shutdown_timeout_s: float = Field(
+        default=5.0, gt=0, le=60,
+        description="At shutdown: time for the flush in flight and the final flush; what is "
+        "still unsent then is counted as dropped.")
+    metrics_access: Literal["off", "open", "key"] = Field(
+        default="open", description="/metrics and /metrics/performance: off (404), open, or "
+        "key (Authorization: Bearer METRICS_API_KEY, else 401). Never on a public listener.")
+    metrics_api_key: SecretStr | None = Field(
+        default=None, description="The bearer token /metrics* need when METRICS_ACCESS=key.")
     metrics_dir: str | None = Field(
         default=None,
         description="Directory shared by one instance's workers for /metrics and "
@@ -173,6 +193,15 @@ class Settings(BaseSettings):
         if self.environment in ("staging", "prod") and any(
                 k.get_secret_value() == DEV_API_KEY for k in self.api_keys):
             raise ValueError("API_KEYS holds the local dev key outside local/dev/test")
+        if self.environment in ("staging", "prod") and not self.api_keys \
+                and not self.auth_disabled:
+            raise ValueError(f"API_KEYS is empty in ENVIRONMENT={self.environment}: set "
+                             "API_KEYS, or AUTH_DISABLED=true to serve /api without auth")
+        if self.auth_disabled and self.api_keys:
+            raise ValueError("AUTH_DISABLED=true contradicts a non-empty API_KEYS")
+        if self.metrics_access == "key" and not (
+                self.metrics_api_key and self.metrics_api_key.get_secret_value()):
+            raise ValueError("METRICS_ACCESS=key needs METRICS_API_KEY")
         if self.agent_deadline_s < self.agent_connect_timeout_s:
             raise ValueError("AGENT_DEADLINE_S must be at least AGENT_CONNECT_TIMEOUT_S")
         return self
@@ -203,6 +232,18 @@ def load_settings(**overrides: object) -> Settings:
             name = "_".join(str(p) for p in err["loc"]).upper() or "SETTINGS"
             lines.append(f"  {name}: {err['msg']}")
         raise SettingsError("invalid settings:\n" + "\n".join(lines)) from None
+
+
+def settings_or_exit() -> Settings:
+    """:func:`load_settings` for a server's start-up: a bad setting is one line on stderr and
+    exit status 2 (before any worker starts), the same in both colors."""
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        reasons = "; ".join(line.strip().replace("SETTINGS: Value error, ", "")
+                            for line in str(exc).splitlines()[1:])
+        print(f"chatbot: refusing to start: {reasons}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 def markdown_table() -> str:

@@ -227,10 +227,51 @@ def check_api_key(settings: Settings, provided: str | None) -> str | None:
     return provided
 
 
+def forwarded_for(headers: Iterable[tuple[str, str]]) -> str | None:
+    """Every ``X-Forwarded-For`` value, in order, joined with "," (a WSGI server joins repeated
+    headers so; Starlette keeps them apart): both colors see the same hops."""
+    values = [v for k, v in headers if k.lower() == "x-forwarded-for"]
+    return ",".join(values) if values else None
+
+
 def client_ip(settings: Settings, remote_addr: str | None, forwarded_for: str | None) -> str:
-    if settings.trust_forwarded_for and forwarded_for:
-        return forwarded_for.split(",", 1)[0].strip()
-    return remote_addr or "unknown"
+    """The client's address, as the rate limiter keys it when there is no API key.
+
+    Without TRUST_FORWARDED_FOR: the peer address. With it: the X-Forwarded-For hop that sits
+    TRUSTED_PROXY_HOPS from the right. Each proxy appends the address it was connected from, so
+    the last hop is what the ALB saw; hops to the left of the trusted ones are whatever the
+    client wrote and are never used. A header with fewer hops than trusted proxies did not come
+    through all of them: the peer address then.
+    """
+    peer = remote_addr or "unknown"
+    if not settings.trust_forwarded_for or not forwarded_for:
+        return peer
+    hops = [hop.strip() for hop in forwarded_for.split(",")]
+    n = settings.trusted_proxy_hops
+    if len(hops) < n or not hops[-n]:
+        return peer
+    return hops[-n]
+
+
+METRICS_PATHS = ("/metrics", "/metrics/performance")
+
+
+def check_metrics_access(settings: Settings, path: str, authorization: str | None) -> None:
+    """METRICS_ACCESS for /metrics and /metrics/performance: ``open`` lets every request in,
+    ``off`` answers 404 NOT_FOUND (as if there were no such route), ``key`` needs
+    ``Authorization: Bearer <METRICS_API_KEY>`` (a Prometheus scrape job's ``authorization``)
+    and answers 401 UNAUTHORIZED without it. Compared in constant time."""
+    if path not in METRICS_PATHS or settings.metrics_access == "open":
+        return
+    if settings.metrics_access == "off":
+        raise ApiError(ErrorCode.NOT_FOUND)
+    key = settings.metrics_api_key.get_secret_value() if settings.metrics_api_key else ""
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    if not key or scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), key.encode()):
+        raise ApiError(ErrorCode.UNAUTHORIZED,
+                       "A valid Authorization: Bearer token is required for the metrics.",
+                       headers={"WWW-Authenticate": "Bearer"})
 
 
 def requires_auth(path: str) -> bool:

@@ -137,6 +137,50 @@ class Request:
 
 
 @dataclass(frozen=True)
+class RawRequest:
+    """A raw step's bytes (:mod:`parity_tests.harness.wire`): writes, as text (Latin-1, so
+    every byte can be spelt; YAML escapes such as ``\\r\\n`` and ``\\x00``), ``{head: [lines]}``
+    (joined with CRLF, then the blank line), ``{repeat: text, times: n}`` or ``{pause: s}``.
+    ``{{host}}`` and ``{{api_key}}`` are the lane's own."""
+
+    writes: tuple[Any, ...]  # str | {"pause": s} | {"repeat": str, "times": n}
+    half_close: bool = False
+    read_timeout: float = 2.0
+
+    @property
+    def request_line(self) -> tuple[str, str]:
+        """Method and path of the first request line (for the route and the contract)."""
+        first = next((w for w in self.writes if isinstance(w, str)), "")
+        parts = first.split("\r\n", 1)[0].split(" ")
+        method = parts[0] if parts and parts[0] else "RAW"
+        path = parts[1].split("?", 1)[0] if len(parts) > 1 else "/"
+        return method, path
+
+    def render(self, variables: dict[str, str]) -> RawRequest:
+        return RawRequest(tuple(_fill(w, variables) if isinstance(w, str) else
+                                {**w, "repeat": _fill(w["repeat"], variables)} if "repeat" in w
+                                else w for w in self.writes), self.half_close, self.read_timeout)
+
+    def encoded(self) -> list[Any]:
+        from parity_tests.harness import wire
+
+        out: list[Any] = []
+        for w in self.writes:
+            if isinstance(w, str):
+                out.append(w.encode("latin-1"))
+            elif "pause" in w:
+                out.append(wire.Pause(float(w["pause"])))
+            else:
+                out.append(wire.Repeat(str(w["repeat"]).encode("latin-1"), int(w["times"])))
+        return out
+
+    def text(self) -> str:
+        from parity_tests.harness import wire
+
+        return " ".join(wire.describe(self.encoded()))
+
+
+@dataclass(frozen=True)
 class Step:
     name: str
     request: Request
@@ -145,6 +189,8 @@ class Step:
     control: dict[str, Any] | None = None  # a control step: fault switches, no request
     # requests of this step in flight at once in each lane (``{{i}}``: 1..n in each copy)
     concurrent: int = 1
+    raw: RawRequest | None = None  # a raw step: bytes on a socket (``request`` is a summary)
+    expect_end: str | None = None  # a raw step: how every lane's connection ends
 
     @property
     def is_control(self) -> bool:
@@ -364,8 +410,12 @@ def case_from_dict(raw: Any, source: str, index: int) -> Case:
         raise CaseError(f"{where}: a case needs a name")
     name = str(raw["name"])
     where = f"{source}: {name}"
+    if "raw" in raw and "request" not in raw and "steps" not in raw:  # a one-step raw case
+        raw = {k: v for k, v in raw.items() if k not in ("raw", "expect_status", "expect_end")
+               } | {"steps": [{k: raw[k] for k in ("raw", "expect_status", "expect_end")
+                               if k in raw} | {"name": name}]}
     if ("request" in raw) == ("steps" in raw):
-        raise CaseError(f"{where}: give either request or steps")
+        raise CaseError(f"{where}: give either request, raw or steps")
     raw_steps = [{"name": name, "request": raw["request"], "capture": raw.get("capture", {}),
                   "expect_status": raw.get("expect_status")}] if "request" in raw \
         else raw["steps"]
@@ -373,6 +423,9 @@ def case_from_dict(raw: Any, source: str, index: int) -> Case:
     for i, step in enumerate(raw_steps):
         if isinstance(step, dict) and "control" in step and "request" not in step:
             steps.append(_control_step(step, f"{where} step {i + 1}", i))
+            continue
+        if isinstance(step, dict) and "raw" in step and "request" not in step:
+            steps.append(_raw_step(step, f"{where} step {i + 1}", i))
             continue
         if not isinstance(step, dict) or "request" not in step:
             raise CaseError(f"{where} step {i + 1}: a step needs a request")
@@ -427,6 +480,53 @@ def _control_step(raw: dict[str, Any], where: str, index: int) -> Step:
         raise CaseError(f"{where}: {exc}") from None
     return Step(name=str(raw.get("name") or f"step-{index + 1}"), request=CONTROL_REQUEST,
                 control=dict(control))
+
+
+RAW_ENDS = ("answered", "closed", "reset", "timeout")  # see parity_tests.harness.wire
+
+
+def _raw_step(raw: dict[str, Any], where: str, index: int) -> Step:
+    """``raw: {send: [...], half_close: bool, read_timeout: s}``, ``expect_status`` (the first
+    answer's), ``expect_end`` (one of :data:`RAW_ENDS`)."""
+    unknown = set(raw) - {"name", "raw", "expect_status", "expect_end"}
+    spec = raw["raw"]
+    if unknown or not isinstance(spec, dict) or not isinstance(spec.get("send"), list) or set(
+            spec) - {"send", "half_close", "read_timeout"}:
+        raise CaseError(f"{where}: a raw step is {{raw: {{send: [...], half_close:, "
+                        f"read_timeout:}}, expect_status:, expect_end:}}")
+    writes: list[Any] = []
+    for item in spec["send"]:
+        if isinstance(item, str):
+            writes.append(item)
+        elif isinstance(item, dict) and set(item) == {"head"} and isinstance(item["head"], list):
+            writes.append("\r\n".join(str(line) for line in item["head"]) + "\r\n\r\n")
+        elif isinstance(item, dict) and set(item) == {"pause"} and _number(item["pause"]) \
+                and 0 <= item["pause"] <= 10:
+            writes.append({"pause": float(item["pause"])})
+        elif isinstance(item, dict) and set(item) == {"repeat", "times"} and isinstance(
+                item["repeat"], str) and isinstance(item["times"], int) and item["times"] > 0:
+            writes.append(dict(item))
+        else:
+            raise CaseError(f"{where}: a write is text, {{head: [lines]}}, {{pause: s}} (0-10) "
+                            f"or {{repeat: text, times: n}}, not {item!r}")
+    try:
+        for w in writes:
+            (w if isinstance(w, str) else w.get("repeat", "")).encode("latin-1")
+    except UnicodeEncodeError:
+        raise CaseError(f"{where}: raw text is bytes spelt as Latin-1 (use \\xNN)") from None
+    timeout = spec.get("read_timeout", 2.0)
+    if not _number(timeout) or not 0 < timeout <= 30:
+        raise CaseError(f"{where}: read_timeout is 0-30 s, not {timeout!r}")
+    end = raw.get("expect_end")
+    if end is not None and end not in RAW_ENDS:
+        raise CaseError(f"{where}: expect_end is one of {list(RAW_ENDS)}, not {end!r}")
+    request = RawRequest(tuple(writes), bool(spec.get("half_close", False)), float(timeout))
+    method, path = request.request_line
+    return Step(name=str(raw.get("name") or f"step-{index + 1}"),
+                request=Request(method=method, path=path, body=request.text(), auth=False),
+                raw=request, expect_end=end,
+                expect_status=(int(raw["expect_status"]) if raw.get("expect_status") is not None
+                               else None))
 
 
 MAX_CONCURRENT = 8

@@ -218,3 +218,68 @@ def test_gzip_threshold_and_negotiation() -> None:
 
 def test_merge_vary() -> None:
     assert w.merge_vary("Origin", None, "accept-encoding, origin") == "Origin, accept-encoding"
+
+
+# --- client address (TRUST_FORWARDED_FOR, TRUSTED_PROXY_HOPS) --------------------------------
+
+def test_client_ip_ignores_forwarded_for_unless_trusted() -> None:
+    s = Settings()
+    assert w.client_ip(s, "10.0.0.9", "6.6.6.6, 10.0.0.1") == "10.0.0.9"
+    assert w.client_ip(s, None, None) == "unknown"
+
+
+@pytest.mark.parametrize(("hops", "header", "expected"), [
+    # the ALB appends the address it was connected from: the last hop
+    (1, "203.0.113.7", "203.0.113.7"),
+    # a client forging the header writes to the left of it: never used
+    (1, "6.6.6.6, 203.0.113.7", "203.0.113.7"),
+    (1, "6.6.6.6,1.1.1.1,203.0.113.7", "203.0.113.7"),
+    # two proxies (a CDN, then the ALB): the CDN's hop is the client
+    (2, "6.6.6.6, 203.0.113.7, 198.51.100.2", "203.0.113.7"),
+    # fewer hops than trusted proxies: the request bypassed one, so the peer address
+    (2, "203.0.113.7", "10.0.0.9"),
+    (1, "", "10.0.0.9"),
+    (1, "6.6.6.6, ", "10.0.0.9"),  # an empty last hop is no address
+])
+def test_client_ip_takes_the_hop_the_trusted_proxies_wrote(hops: int, header: str,
+                                                           expected: str) -> None:
+    s = Settings(trust_forwarded_for=True, trusted_proxy_hops=hops)
+    assert w.client_ip(s, "10.0.0.9", header) == expected
+
+
+def test_forwarded_for_joins_repeated_headers_in_order() -> None:
+    # Starlette hands repeated headers apart, a WSGI server joins them: the same hops either way
+    apart = [("Host", "x"), ("X-Forwarded-For", "6.6.6.6"), ("x-forwarded-for", "203.0.113.7")]
+    joined = [("Host", "x"), ("X-Forwarded-For", "6.6.6.6,203.0.113.7")]
+    assert w.forwarded_for(apart) == w.forwarded_for(joined) == "6.6.6.6,203.0.113.7"
+    assert w.forwarded_for([("Host", "x")]) is None
+    s = Settings(trust_forwarded_for=True)
+    assert w.client_ip(s, "10.0.0.9", w.forwarded_for(apart)) == "203.0.113.7"
+
+
+# --- /metrics access (METRICS_ACCESS, METRICS_API_KEY) ---------------------------------------
+
+@pytest.mark.parametrize("path", ["/metrics", "/metrics/performance"])
+def test_metrics_access(path: str) -> None:
+    w.check_metrics_access(Settings(), path, None)  # open by default
+    with pytest.raises(ApiError) as off:
+        w.check_metrics_access(Settings(metrics_access="off"), path, "Bearer anything")
+    assert off.value.code is ErrorCode.NOT_FOUND
+    assert off.value.status == 404
+    keyed = Settings(metrics_access="key", metrics_api_key="scrape-token")
+    w.check_metrics_access(keyed, path, "Bearer scrape-token")
+    w.check_metrics_access(keyed, path, "bearer  scrape-token ")
+    for bad in (None, "", "scrape-token", "Bearer", "Bearer scrape-tokeN", "Basic scrape-token",
+                "Bearer scrape-token2"):
+        with pytest.raises(ApiError) as refused:
+            w.check_metrics_access(keyed, path, bad)
+        assert refused.value.code is ErrorCode.UNAUTHORIZED
+        assert refused.value.status == 401
+        assert refused.value.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_metrics_access_leaves_other_paths_alone() -> None:
+    for settings in (Settings(metrics_access="off"),
+                     Settings(metrics_access="key", metrics_api_key="scrape-token")):
+        for path in ("/health", "/api/v1/chat", "/metrics/", "/metricsx", "/openapi.json"):
+            w.check_metrics_access(settings, path, None)
