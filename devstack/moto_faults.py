@@ -17,9 +17,12 @@ DynamoDB, in front of moto, so both colors can be given the same store fault:
       {"dynamodb": {"UpdateItem": "throttle"}}   # one operation ("*": every app operation)
       {"dynamodb": {}}                           # DynamoDB healthy again
       {"cloudwatch": "down"}                     # PutMetricData connections dropped; "up"
+      {"cloudwatch_delay_s": 3}                  # each PutMetricData held 3 s, then stored;
+                                                 # 0: not held (a shutdown mid-flush, on cue)
 
   ``GET /_faults/config`` shows the switches and the faults injected so far, per table and per
-  CloudWatch namespace; ``DELETE /_faults/config`` puts every switch back to healthy.
+  CloudWatch namespace, and ``held``: the PutMetricData calls being held now, per namespace;
+  ``DELETE /_faults/config`` puts every switch back to healthy.
 
 Each KIND answers what real DynamoDB answers (JSON 1.0 error, ``__type``, ``x-amzn-RequestId``,
 ``x-amz-crc32``), or fails the connection:
@@ -132,15 +135,18 @@ class Switches:
 
     dynamodb: dict[str, str] = field(default_factory=dict)  # operation or "*" -> kind
     cloudwatch: str = "up"
+    cloudwatch_delay_s: float = 0.0  # how long each PutMetricData is held before moto stores it
+    held: dict[str, int] = field(default_factory=dict)  # namespace -> PutMetricData held now
     injected: dict[str, dict[str, int]] = field(
         default_factory=lambda: {"dynamodb": {}, "cloudwatch": {}})
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def update(self, raw: Any) -> None:
         """Apply a ``POST /_faults/config`` body; ValueError names what is wrong."""
-        if not isinstance(raw, dict) or set(raw) - {"dynamodb", "cloudwatch"}:
+        if not isinstance(raw, dict) or set(raw) - {"dynamodb", "cloudwatch",
+                                                    "cloudwatch_delay_s"}:
             raise ValueError("expected {\"dynamodb\": {operation: kind}, \"cloudwatch\": "
-                             "\"up\"|\"down\"}")
+                             "\"up\"|\"down\", \"cloudwatch_delay_s\": seconds}")
         dynamodb = raw.get("dynamodb", None)
         if dynamodb is not None:
             if not isinstance(dynamodb, dict):
@@ -155,16 +161,23 @@ class Switches:
         cloudwatch = raw.get("cloudwatch", None)
         if cloudwatch is not None and cloudwatch not in ("up", "down"):
             raise ValueError("cloudwatch: \"up\" or \"down\"")
+        delay = raw.get("cloudwatch_delay_s", None)
+        if delay is not None and (isinstance(delay, bool) or not isinstance(delay, int | float)
+                                  or not 0 <= delay <= 60):
+            raise ValueError("cloudwatch_delay_s: seconds, 0 to 60")
         with self._lock:
             if dynamodb is not None:
                 self.dynamodb = {str(k): str(v) for k, v in dynamodb.items()}
             if cloudwatch is not None:
                 self.cloudwatch = cloudwatch
+            if delay is not None:
+                self.cloudwatch_delay_s = float(delay)
 
     def reset(self) -> None:
         with self._lock:
             self.dynamodb = {}
             self.cloudwatch = "up"
+            self.cloudwatch_delay_s = 0.0
 
     def count(self, service: str, scope: str) -> None:
         with self._lock:
@@ -174,7 +187,21 @@ class Switches:
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {"dynamodb": dict(self.dynamodb), "cloudwatch": self.cloudwatch,
+                    "cloudwatch_delay_s": self.cloudwatch_delay_s, "held": dict(self.held),
                     "injected": {k: dict(v) for k, v in self.injected.items()}}
+
+    def hold(self, namespace: str) -> None:
+        """Hold one PutMetricData for ``cloudwatch_delay_s`` (counted in ``held`` meanwhile)."""
+        with self._lock:
+            delay = self.cloudwatch_delay_s
+            if delay <= 0:
+                return
+            self.held[namespace] = self.held.get(namespace, 0) + 1
+        try:
+            time.sleep(delay)
+        finally:
+            with self._lock:
+                self.held[namespace] -= 1
 
 
 def dynamodb_fault(operation: str, body: str, switches: dict[str, str]) -> str | None:
@@ -221,6 +248,8 @@ class FaultInjector:
         elif self.switches.cloudwatch == "down":
             self.switches.count("cloudwatch", _namespace(text, environ))
             return self._fail("disconnect", environ, start_response)
+        elif self.switches.cloudwatch_delay_s > 0 and _is_put_metric_data(text, environ):
+            self.switches.hold(_namespace(text, environ))
         else:
             answer = self.cloudwatch_front(environ, text)
             if answer is not None:  # GetMetricData, GetMetricStatistics
@@ -294,6 +323,13 @@ def _table(body: str) -> str:
         return str(json.loads(body).get("TableName", ""))
     except (ValueError, AttributeError):
         return ""
+
+
+def _is_put_metric_data(body: str, environ: dict[str, Any]) -> bool:
+    if environ.get("HTTP_X_AMZ_TARGET", "").endswith(".PutMetricData"):  # the JSON protocol
+        return True
+    return "json" not in environ.get("CONTENT_TYPE", "") and \
+        parse_qs(body).get("Action", [""])[0] == "PutMetricData"
 
 
 def _namespace(body: str, environ: dict[str, Any]) -> str:

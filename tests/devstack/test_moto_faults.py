@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -231,3 +233,33 @@ def test_the_process_serves_cloudwatch_percentiles(tmp_path: Any) -> None:
             "green_p50": [30.0], "green_p99": [30.0], "green_SampleCount": [9.0]}
     finally:
         proc.stop()
+
+
+def test_cloudwatch_delay_holds_each_put_then_stores_it(server: FaultyMotoServer) -> None:
+    """A PutMetricData held on cue (``held`` shows it while it is): a shutdown can be made to
+    meet a flush in flight every time (parity_tests/harness/checks.py graceful_shutdown)."""
+    cw = client(server, "cloudwatch")
+    namespace = f"Faults/{uuid.uuid4().hex[:8]}"
+    datum = [{"MetricName": "RequestCount", "Value": 1.0, "Unit": "Count"}]
+    assert httpx.post(server.url + "/_faults/config", json={"cloudwatch_delay_s": 1.0}).json()[
+        "cloudwatch_delay_s"] == 1.0
+    started = time.monotonic()
+    sender = threading.Thread(target=cw.put_metric_data,
+                              kwargs={"Namespace": namespace, "MetricData": datum})
+    sender.start()
+    seen = 0
+    while time.monotonic() - started < 0.8 and not seen:
+        seen = httpx.get(server.url + "/_faults/config").json()["held"].get(namespace, 0)
+        time.sleep(0.02)
+    assert seen == 1
+    cw.list_metrics(Namespace=namespace)  # other calls are not held
+    assert time.monotonic() - started < 0.9
+    sender.join(10)
+    assert time.monotonic() - started >= 1.0
+    assert httpx.get(server.url + "/_faults/config").json()["held"][namespace] == 0
+    assert [m["MetricName"] for m in cw.list_metrics(Namespace=namespace)["Metrics"]] == [
+        "RequestCount"]  # stored once held
+    assert httpx.delete(server.url + "/_faults/config").json()["cloudwatch_delay_s"] == 0.0
+    for bad in (-1, 61, "3", True):
+        assert httpx.post(server.url + "/_faults/config",
+                          json={"cloudwatch_delay_s": bad}).status_code == 400
