@@ -18,6 +18,8 @@ from parity_tests.harness import checks, report, reproduce
 from parity_tests.harness.compare import diff, flatten
 from parity_tests.harness.lanes import (
     API_KEYS,
+    CASE_WORKERS,
+    WORKER_KEYS,
     Lane,
     LocalLanes,
     cloudwatch_lost,
@@ -68,6 +70,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--keep-lanes", action="store_true",
                    help="after a failed local run, keep its servers (and devstack) up on the "
                    "same URLs until Ctrl-C, and print the URLs and key for the reproducers")
+    p.add_argument("--concurrency", type=int, default=int(os.environ.get(
+        "PARITY_CONCURRENCY", CASE_WORKERS)), help="cases in flight at once in a local run "
+        f"(1: one by one; at most {CASE_WORKERS}); always 1 with --metrics-per-step or --replay")
     p.add_argument("--noise", type=Path, default=HERE / "noise.yaml")
     p.add_argument("--known", type=Path, default=HERE / "known_differences.yaml")
     p.add_argument("--today", type=dt.date.fromisoformat, default=dt.date.today(),
@@ -149,8 +154,14 @@ def main(argv: list[str] | None = None) -> int:
                 failed += result.failed
                 bar.update(task, advance=len(result.case.steps), failed=failed)
 
+            # at once only where each change can be told apart: the local lanes, no
+            # per-step counters (global), no capture (its cases may share sessions)
+            concurrency = (args.concurrency if effects is not None and not args.metrics_per_step
+                           and not args.replay else 1)
             runner = Runner(lanes, noise, known_all, effects, today=args.today,
-                            progress=progress)
+                            progress=progress, concurrency=concurrency,
+                            worker_keys=WORKER_KEYS)
+            info["concurrency"] = runner.concurrency
             results = runner.run(cases)
         info["unused_noise_rules"] = [f"{r.path} ({r.kind})" for i, r in enumerate(noise)
                                       if i not in runner.used_rules]
@@ -178,7 +189,11 @@ def main(argv: list[str] | None = None) -> int:
                 check_run = checks.CheckRun(names, args.report_dir / "logs").start()
             console.print(f"booted {len(stack.lanes)} lanes in {stack.boot_s:.1f} s: " +
                           ", ".join(f"{lane.name} {lane.url}" for lane in stack.lanes))
+            phases: dict[str, float] = {"boot": stack.boot_s}
+            mark = time.perf_counter()
             results = run(stack.lanes, stack.effects)
+            phases["corpus"] = time.perf_counter() - mark
+            mark = time.perf_counter()
             urls = {lane.name: lane.url for lane in stack.lanes}
             assert stack.effects is not None
             counters = {lane.name: stack.effects.run_counters(lane) for lane in stack.lanes}
@@ -192,11 +207,15 @@ def main(argv: list[str] | None = None) -> int:
             notes.append(fault_note(stack.lanes))
             info.update(mode="local", lanes=[lane.name for lane in stack.lanes],
                         boot_s=stack.boot_s)
+            phases["final_state"] = time.perf_counter() - mark
+            mark = time.perf_counter()
             if check_run is not None:
                 with console.status("checks: " + ", ".join(names)):
                     info["checks"] = [r.to_dict() for r in check_run.run()]
                 check_run.close()
                 check_run = None
+            phases["checks"] = time.perf_counter() - mark
+            info["phases_s"] = {k: round(v, 2) for k, v in phases.items()}
             info["notes"] = notes
             info["duration_s"] = time.perf_counter() - started
             faults_url = stack.lanes[0].aws_url if stack.lanes else None

@@ -28,20 +28,32 @@ from devstack.run import Server
 from devstack.stack import FAKE_CREDENTIALS, create_tables
 
 API_KEYS = ("parity-key-1", "parity-key-2")
+# cases in flight at once in a local run (the runner's concurrency): each worker past the first
+# sends its own pair of keys, so that each has its own rate-limit counter and every lane sees a
+# worker's requests in the same order (X-RateLimit-Remaining stays comparable)
+CASE_WORKERS = 6
+WORKER_KEYS = tuple((f"parity-key-1-w{n}", f"parity-key-2-w{n}") for n in range(1, CASE_WORKERS))
 CORS_ORIGIN = "https://app.example.com"
 LOCAL_LANES = (("blue", "blue"), ("blue-aa", "blue"), ("green", "green"))
 # Only what removes noise at the source differs from what each color ships with.
 PARITY_ENV = {
-    "API_KEYS": ",".join(API_KEYS),
+    "API_KEYS": ",".join(API_KEYS + tuple(k for pair in WORKER_KEYS for k in pair)),
     "CORS_ORIGINS": CORS_ORIGIN,
     "RATE_LIMIT_WINDOW_S": "3600",  # a window edge between lanes would split their counters
-    "AGENT_READ_TIMEOUT_S": "1",  # fault cases (timeout, stall) answer in about a second
-    # store fault cases (parity_tests/cases/store_faults.yaml) answer in about a second: a
-    # persistent fault still meets one retry, and a silent DynamoDB times out in 1.5 s
+    # fault cases (timeout, stall) answer in about 2 s, below the emulator's 3 s stall; other
+    # cases run meanwhile (the runner's concurrency), so the bound is set for a loaded 2-core
+    # machine, where an answer that is merely slow must not look like a timeout
+    "AGENT_READ_TIMEOUT_S": "2",
+    # store fault cases (parity_tests/cases/store_faults.yaml): a persistent fault still meets
+    # one retry, and a silent DynamoDB times out in 2.5 s (moto's stall is 3 s)
     "DYNAMODB_MAX_ATTEMPTS": "2",
-    "DYNAMODB_READ_TIMEOUT_S": "1.5",
+    "DYNAMODB_READ_TIMEOUT_S": "2.5",
     # a CloudWatch outage case sees a flush fail in every lane within about a second
     "METRICS_FLUSH_INTERVAL_S": "1",
+    # the wire corpus's slow and idle clients (parity_tests/cases/wire_slow.yaml) are closed
+    # within about a second (10 s and 30 s by default)
+    "CLIENT_HEADER_TIMEOUT_S": "1",
+    "CLIENT_BODY_TIMEOUT_S": "1",
     "ENVIRONMENT": "test",
 }
 

@@ -281,6 +281,8 @@ def summarize(results: list[CaseResult], info: dict[str, Any]) -> dict[str, Any]
         "failed_cases": sum(1 for c in results if c.failed),
         "duration_s": round(info["duration_s"], 2),
         "boot_s": round(info.get("boot_s", 0.0), 2),
+        "phases_s": info.get("phases_s", {}),
+        "concurrency": info.get("concurrency", 1),
         "mode": info["mode"],
         "side_effects_checked": info["mode"] == "local",
         "aa_baseline": "blue-aa" in lanes,
@@ -728,13 +730,25 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     verdict = "[bold green]PASS[/]" if summary["passed"] else "[bold red]FAIL[/]"
     console.print(
         f"{verdict} {summary['cases']} cases, {summary['steps']} steps in "
-        f"{summary['duration_s']} s (boot {summary['boot_s']} s): "
+        f"{summary['duration_s']} s ({phases(summary)}): "
         f"{summary['differences']} differences, {summary['contract_violations']} contract "
         f"violations, {summary['undeclared_noise']} undeclared noise, "
         f"{summary['expired_known_differences']} expired known differences, "
         f"{summary['expectation_failures']} expectation failures, {summary['errors']} errors, "
         f"{summary['known_differences']} known differences, "
         f"{summary.get('failed_checks', 0)}/{len(summary.get('checks', []))} checks failed")
+
+
+def phases(summary: dict[str, Any]) -> str:
+    """Where a run's time went, e.g. ``boot 8.1 s, corpus 30.2 s (6 at once), ...``."""
+    spent = summary.get("phases_s") or {"boot": summary.get("boot_s", 0.0)}
+    parts = []
+    for name, seconds in spent.items():
+        part = f"{name.replace('_', ' ')} {seconds} s"
+        if name == "corpus" and summary.get("concurrency", 1) > 1:
+            part += f" ({summary['concurrency']} cases at once)"
+        parts.append(part)
+    return ", ".join(parts)
 
 
 CHECK_FIGURES = ("sent", "accepted", "refused", "statuses", "error_codes", "detailed_checks",

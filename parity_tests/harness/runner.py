@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,7 @@ from parity_tests.harness.model import (
     get_path,
 )
 from parity_tests.harness.model import _fill as _fill_text
+from parity_tests.harness.routing import RoutedEffects, answer_names, request_names, runs_alone
 from parity_tests.harness.rules import KnownDifference, NoiseRule
 from shared.routes import Route, routes_for_path
 
@@ -177,32 +179,163 @@ class RunHooks:
         return raw
 
 
+UNCLAIMED_CASE = "run/unclaimed-side-effects"
+
+
+@dataclass
+class _CaseContext:
+    """One case in flight: the ids it named per lane, the API keys its worker sends."""
+
+    names: dict[str, set[str]] = field(default_factory=dict)
+    keys: tuple[str, ...] | None = None
+
+
 class Runner:
+    """Runs cases against the lanes. With ``concurrency`` > 1 (a local run), that many cases
+    are in flight at once, each on its own pair of API keys (``worker_keys``: its own
+    rate-limit counter, so X-RateLimit-Remaining stays comparable), their side effects told
+    apart by :class:`~parity_tests.harness.routing.RoutedEffects`; the cases that
+    :func:`~parity_tests.harness.routing.runs_alone` then run one by one."""
+
     def __init__(self, lanes: list[Lane], noise: list[NoiseRule], known: list[KnownDifference],
                  effects: SideEffects | None, today: dt.date | None = None,
                  progress: Callable[[CaseResult], None] | None = None,
-                 hooks: RunHooks | None = None, history_limit: int = 20) -> None:
+                 hooks: RunHooks | None = None, history_limit: int = 20,
+                 concurrency: int = 1,
+                 worker_keys: tuple[tuple[str, ...], ...] = ()) -> None:
         self.hooks = hooks or RunHooks()
         self.lanes = lanes
         self.noise = noise
         self.known = [k for k in known if not k.expired(today or dt.date.today())]
-        self.effects = effects
         self.progress = progress
-        self.aliases = {lane.name: Aliases() for lane in lanes}
+        self._local = threading.local()
+        self._progress_lock = threading.Lock()
+        self.concurrency = max(1, min(concurrency, len(worker_keys) + 1))
+        self.worker_keys = worker_keys
+        self.routed: RoutedEffects | None = None
+        self.effects: SideEffects | RoutedEffects | None = effects
+        if effects is not None and self.concurrency > 1:
+            self.routed = RoutedEffects(effects, self._names_of)
+            self.effects = self.routed
         self.used_rules: set[int] = set()
         self.used_known: set[int] = set()
-        self.pool = ThreadPoolExecutor(max_workers=len(lanes))
+        self.pool = ThreadPoolExecutor(max_workers=len(lanes) * self.concurrency)
         self.burst_pool = ThreadPoolExecutor(max_workers=len(lanes) * MAX_CONCURRENT)
         self.history_limit = history_limit
 
+    # per case, per thread: the aliases of generated ids, the ids the case named, its keys
+    @property
+    def aliases(self) -> dict[str, Aliases]:
+        if not hasattr(self._local, "aliases"):
+            self._local.aliases = {lane.name: Aliases() for lane in self.lanes}
+        return self._local.aliases  # type: ignore[no-any-return]
+
+    @aliases.setter
+    def aliases(self, value: dict[str, Aliases]) -> None:
+        self._local.aliases = value
+
+    def _context(self) -> _CaseContext:
+        """The calling thread's case (the steps' sending threads are handed it)."""
+        if not hasattr(self._local, "context"):
+            self._local.context = _CaseContext()
+        return self._local.context  # type: ignore[no-any-return]
+
+    def _names_of(self, lane: str) -> set[str]:
+        return self._context().names.get(lane, set())
+
+    def _name(self, lane: str, names: set[str], context: _CaseContext | None = None) -> None:
+        if self.routed is not None:
+            (context or self._context()).names.setdefault(lane, set()).update(names)
+
     def run(self, cases: Iterable[Case]) -> list[CaseResult]:
-        results = []
-        for case in cases:
-            result = self.run_case(case)
-            results.append(result)
-            if self.progress:
+        cases = list(cases)
+        if self.concurrency == 1:
+            results = []
+            for case in cases:
+                result = self.run_case(case)
+                results.append(result)
+                if self.progress:
+                    self.progress(result)
+            return results
+        return self._run_at_once(cases)
+
+    def _collect(self, lane: Lane, context: _CaseContext) -> dict[str, Any]:
+        """A lane's side effects for the case of ``context`` (from any thread)."""
+        assert self.effects is not None
+        if self.routed is None:
+            return self.effects.collect(lane)
+        return self.routed.collect(lane, context.names.get(lane.name, set()))
+
+    def _done(self, result: CaseResult) -> None:
+        if self.progress:
+            with self._progress_lock:
                 self.progress(result)
+
+    def _run_at_once(self, cases: list[Case]) -> list[CaseResult]:
+        """The cases that may share the lanes, ``concurrency`` at a time (each worker on its
+        own keys); then the ones that run alone; then what no case claimed."""
+        by_index: dict[int, CaseResult] = {}
+        shared = [(i, c) for i, c in enumerate(cases) if not runs_alone(c)]
+        alone = [(i, c) for i, c in enumerate(cases) if runs_alone(c)]
+        queue = iter(shared)
+        queue_lock = threading.Lock()
+
+        def worker(number: int) -> None:
+            self._context().keys = self.worker_keys[number - 1] if number else None
+            while True:
+                with queue_lock:
+                    item = next(queue, None)
+                if item is None:
+                    return
+                index, case = item
+                try:
+                    result = self.run_case(case)
+                except Exception as exc:  # one case's crash is its own failure, not the run's
+                    result = CaseResult(case, error=f"runner: {type(exc).__name__}: {exc}")
+                by_index[index] = result
+                self._done(result)
+
+        threads = [threading.Thread(target=worker, args=(n,), name=f"parity-case-{n}")
+                   for n in range(self.concurrency)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        self._context().keys = None
+        for index, case in alone:
+            by_index[index] = result = self.run_case(case)
+            self._done(result)
+        results = [by_index[i] for i in range(len(cases))]
+        unclaimed = self._unclaimed()
+        if unclaimed is not None:
+            results.append(unclaimed)
         return results
+
+    def _unclaimed(self) -> CaseResult | None:
+        """Side effects no case named, compared between the lanes like a step's."""
+        if self.routed is None:
+            return None
+        docs_raw = {lane.name: self.routed.unclaimed(lane) for lane in self.lanes}
+        if not any(docs_raw.values()):
+            return None
+        case = Case(id=UNCLAIMED_CASE, steps=(), source="(the runner)", description=(
+            "Writes and agent calls that no case named (a session id it sent or was answered),"
+            " compared between the lanes at the end of the run."))
+        result = CaseResult(case)
+        self.aliases = {lane.name: Aliases() for lane in self.lanes}
+        step = StepResult(case.id, "unclaimed", 0, "-", "-", None, {}, {},
+                          effects=docs_raw)
+        docs = {}
+        for lane in self.lanes:
+            raw = self.hooks.document(lane.name, None, dict(docs_raw[lane.name]))
+            aliased = alias_ids(raw, self.noise, self.aliases[lane.name])
+            flat: dict[str, Any] = {}
+            for key, value in aliased.items():
+                flat.update(flatten(value, key, ("agent_calls",)))
+            docs[lane.name] = flat
+        self._judge(case, step, docs)
+        result.steps.append(step)
+        return result if step.failed else None
 
     def run_case(self, case: Case) -> CaseResult:
         result = CaseResult(case)
@@ -211,6 +344,7 @@ class Runner:
         # ids never cross cases (each case has its own users and sessions): a divergence in one
         # case must not shift the numbering of the next
         self.aliases = {lane.name: Aliases() for lane in self.lanes}
+        self._context().names = {lane.name: set() for lane in self.lanes}
         injected = self._injected() if case.controlled else {}
         try:
             for index, step in enumerate(case.steps):
@@ -222,6 +356,13 @@ class Runner:
                         problem = self.control(rest, injected)
                     if problem:
                         result.error = f"step {step.name}: {problem}"
+                        break
+                    continue
+                if step.raw is not None:  # bytes on a socket (parity_tests.harness.wire)
+                    try:
+                        result.steps.append(self.run_raw(case, step, index, variables))
+                    except KeyError as exc:
+                        result.error = f"step {step.name}: {exc.args[0]}"
                         break
                     continue
                 try:
@@ -277,6 +418,8 @@ class Runner:
             return "seeding needs the local stack (each lane's tables)"
         items = seed_items(raw, static)
         for lane in self.lanes:
+            self._name(lane.name, {str(v.get("S")) for item in items for v in item.values()
+                                   if isinstance(v, dict) and "S" in v})
             ddb = self.effects.client(lane)
             for item in items:
                 ddb.put_item(TableName=lane.tables["sessions"], Item=item)
@@ -308,12 +451,15 @@ class Runner:
 
     # --- one step ---------------------------------------------------------------------------
 
-    def _send(self, lane: Lane, request: Request) -> LaneResponse:
+    def _send(self, lane: Lane, request: Request, context: _CaseContext | None = None
+              ) -> LaneResponse:
+        context = context or self._context()
         headers = dict(request.headers)
         if request.auth and not any(k.lower() == "x-api-key" for k in headers):
-            keys = lane.api_keys or (lane.api_key,)
-            headers["X-API-Key"] = (lane.api_key if request.key == 1
-                                    else keys[min(request.key, len(keys)) - 1])
+            keys = context.keys or lane.api_keys or (lane.api_key,)
+            headers["X-API-Key"] = keys[min(request.key, len(keys)) - 1]
+        if self.routed is not None:
+            self._name(lane.name, request_names(request), context)
         content = request.content()
         if request.json is not ABSENT and request.body is None and not any(
                 k.lower() == "content-type" for k in headers):
@@ -327,18 +473,22 @@ class Runner:
         except httpx.HTTPError as exc:
             return LaneResponse(0, {}, b"", (time.perf_counter() - started) * 1000,
                                 error=type(exc).__name__)
-        return LaneResponse(resp.status_code, {k.lower(): v for k, v in resp.headers.items()},
-                            resp.content, (time.perf_counter() - started) * 1000)
+        answer = LaneResponse(resp.status_code, {k.lower(): v for k, v in resp.headers.items()},
+                              resp.content, (time.perf_counter() - started) * 1000)
+        if self.routed is not None:
+            self._name(lane.name, answer_names(answer.json), context)
+        return answer
 
     def run_step(self, case: Case, step: Step, index: int, rendered: dict[str, Request]
                  ) -> StepResult:
         self.hooks.before_step(rendered[self.lanes[0].name], len(self.lanes))
-        futures = {lane.name: self.pool.submit(self._send, lane, rendered[lane.name])
+        context = self._context()
+        futures = {lane.name: self.pool.submit(self._send, lane, rendered[lane.name], context)
                    for lane in self.lanes}
         responses = {name: f.result() for name, f in futures.items()}
         effects: dict[str, Any] = {}
         if self.effects is not None:
-            effects_f = {lane.name: self.pool.submit(self.effects.collect, lane)
+            effects_f = {lane.name: self.pool.submit(self._collect, lane, context)
                          for lane in self.lanes}
             effects = {name: f.result() for name, f in effects_f.items()}
         first = rendered[self.lanes[0].name]
@@ -361,6 +511,101 @@ class Runner:
                   if step.expect_status is not None and r.status != step.expect_status]
         if missed:
             result.expectation = f"expected {step.expect_status}; " + ", ".join(missed)
+        return result
+
+    # --- a raw step: bytes on a socket ------------------------------------------------------
+
+    def run_raw(self, case: Case, step: Step, index: int,
+                variables: dict[str, dict[str, str]]) -> StepResult:
+        """Send a raw step's bytes to every lane at once (:mod:`parity_tests.harness.wire`);
+        compare per lane the answers (status, error code, envelope or not, how many, in what
+        order) and how the connection ended; then the side effects, as for any step (a body the
+        server could not read whole is never acted on: the stored state shows it)."""
+        from parity_tests.harness import wire
+
+        assert step.raw is not None
+        context = self._context() if hasattr(self, "_context") else None
+        keys = getattr(context, "keys", None)
+        rendered = {}
+        for lane in self.lanes:
+            url = httpx.URL(lane.url)
+            rendered[lane.name] = step.raw.render({
+                **variables[lane.name], "host": f"{url.host}:{url.port}",
+                "api_key": keys[0] if keys else lane.api_key})
+        self.hooks.before_step(step.request, len(self.lanes))
+
+        def send(lane: Lane) -> wire.Exchange:
+            url = httpx.URL(lane.url)
+            if url.scheme != "http":
+                return wire.Exchange(error=f"raw steps need a plain http target, not {url}")
+            raw = rendered[lane.name]
+            return wire.send_raw(url.host, url.port or 80, raw.encoded(),
+                                 half_close=raw.half_close, read_timeout=raw.read_timeout)
+
+        futures = {lane.name: self.pool.submit(send, lane) for lane in self.lanes}
+        exchanges = {name: f.result() for name, f in futures.items()}
+        compared = wire.documents(exchanges)
+        method, path = step.raw.request_line
+        requests = {name: Request(method=method, path=path, body=r.text(), auth=False)
+                    for name, r in rendered.items()}
+        responses = {}
+        for name, ex in exchanges.items():
+            first = ex.answers[0] if ex.answers else None
+            headers = {k.lower(): v for k, v in (first.headers if first else [])}
+            headers["wire-answers"] = " | ".join(ex.summaries()) or "(none)"
+            headers["wire-end"] = ex.end
+            responses[name] = LaneResponse(first.status if first else 0, headers,
+                                           first.body if first else b"", ex.elapsed_ms,
+                                           error=ex.error)
+        name_it = getattr(self, "_name", None)
+        if name_it is not None:  # what the case named: for side effects sent at once
+            for lane in self.lanes:
+                tokens = set(wire.TOKEN.findall(requests[lane.name].body or ""))
+                for answer in exchanges[lane.name].answers:
+                    tokens |= set(wire.TOKEN.findall(answer.body.decode("latin-1")))
+                name_it(lane.name, tokens)
+        effects: dict[str, Any] = {}
+        if self.effects is not None:
+            collect = getattr(self, "_collect", None)
+            effects = {lane.name: (collect(lane, context) if collect is not None and context
+                                   is not None else self.effects.collect(lane))
+                       for lane in self.lanes}
+        route = route_of(method, path)
+        result = StepResult(case.id, step.name, index, method, path,
+                            route.path if route else None, requests, responses,
+                            effects=effects)
+        docs = {}
+        for lane in self.lanes:
+            raw_doc = {**compared[lane.name], **effects.get(lane.name, {})}
+            raw_doc = self.hooks.document(lane.name, result.route, raw_doc)
+            aliased = alias_ids(raw_doc, self.noise, self.aliases[lane.name])
+            flat: dict[str, Any] = {}
+            for key, value in aliased.items():
+                flat.update(flatten(value, key, case.unordered))
+            docs[lane.name] = flat
+        self._judge(case, result, docs)
+        for lane in self.lanes:
+            ex = exchanges[lane.name]
+            if ex.error:
+                result.error = f"{lane.name}: {ex.error}"
+            for problem in wire.violations(ex):
+                result.violations.append(f"{lane.name}: {problem}")
+            for answer in ex.answers:
+                if answer.envelope or 200 <= answer.status < 300:
+                    resp = LaneResponse(answer.status, dict(answer.headers), answer.body, 0)
+                    for violation in contract_violations(method, path, resp):
+                        result.violations.append(f"{lane.name}: {violation}")
+        missed = [f"{name} answered {responses[name].status}" for name in exchanges
+                  if step.expect_status is not None
+                  and responses[name].status != step.expect_status]
+        ended = [f"{name} ended {compared[name]['end']} ({exchanges[name].end})"
+                 for name in exchanges
+                 if step.expect_end is not None and compared[name]["end"] != step.expect_end]
+        if missed or ended:
+            result.expectation = "; ".join(
+                ([f"expected {step.expect_status}; " + ", ".join(missed)] if missed else [])
+                + ([f"expected the connection {step.expect_end}; " + ", ".join(ended)]
+                   if ended else []))
         return result
 
     # --- a concurrent step ---------------------------------------------------------------
@@ -392,7 +637,8 @@ class Runner:
         first_lane = self.lanes[0].name
         self.hooks.before_step(copies[first_lane][0], len(self.lanes) * step.concurrent)
         before = {lane.name: self._stored_turns(lane, copies[lane.name]) for lane in self.lanes}
-        futures = {lane.name: [self.burst_pool.submit(self._send, lane, r)
+        context = self._context()
+        futures = {lane.name: [self.burst_pool.submit(self._send, lane, r, context)
                                for r in copies[lane.name]] for lane in self.lanes}
         answers = {name: [f.result() for f in fs] for name, fs in futures.items()}
         effects: dict[str, Any] = {}
