@@ -17,11 +17,13 @@ DynamoDB, in front of moto, so both colors can be given the same store fault:
       {"dynamodb": {"UpdateItem": "throttle"}}   # one operation ("*": every app operation)
       {"dynamodb": {}}                           # DynamoDB healthy again
       {"cloudwatch": "down"}                     # PutMetricData connections dropped; "up"
-      {"cloudwatch_delay_s": 3}                  # each PutMetricData held 3 s, then stored;
-                                                 # 0: not held (a shutdown mid-flush, on cue)
+      {"cloudwatch_delay_s": 3}                  # each PutMetricData held 3 s, then stored,
+                                                 # unless its client left meanwhile (then it
+                                                 # never arrived); 0: not held
 
   ``GET /_faults/config`` shows the switches and the faults injected so far, per table and per
-  CloudWatch namespace, and ``held``: the PutMetricData calls being held now, per namespace;
+  CloudWatch namespace, ``held``: the PutMetricData calls being held now, and ``abandoned``:
+  those whose client closed the connection while held (not stored), per namespace;
   ``DELETE /_faults/config`` puts every switch back to healthy.
 
 Each KIND answers what real DynamoDB answers (JSON 1.0 error, ``__type``, ``x-amzn-RequestId``,
@@ -137,6 +139,7 @@ class Switches:
     cloudwatch: str = "up"
     cloudwatch_delay_s: float = 0.0  # how long each PutMetricData is held before moto stores it
     held: dict[str, int] = field(default_factory=dict)  # namespace -> PutMetricData held now
+    abandoned: dict[str, int] = field(default_factory=dict)  # namespace -> left while held
     injected: dict[str, dict[str, int]] = field(
         default_factory=lambda: {"dynamodb": {}, "cloudwatch": {}})
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -188,20 +191,27 @@ class Switches:
         with self._lock:
             return {"dynamodb": dict(self.dynamodb), "cloudwatch": self.cloudwatch,
                     "cloudwatch_delay_s": self.cloudwatch_delay_s, "held": dict(self.held),
+                    "abandoned": dict(self.abandoned),
                     "injected": {k: dict(v) for k, v in self.injected.items()}}
 
-    def hold(self, namespace: str) -> None:
-        """Hold one PutMetricData for ``cloudwatch_delay_s`` (counted in ``held`` meanwhile)."""
+    def hold(self, namespace: str) -> bool:
+        """Hold one PutMetricData for ``cloudwatch_delay_s`` (counted in ``held`` meanwhile).
+        Returns whether it was held."""
         with self._lock:
             delay = self.cloudwatch_delay_s
             if delay <= 0:
-                return
+                return False
             self.held[namespace] = self.held.get(namespace, 0) + 1
         try:
             time.sleep(delay)
         finally:
             with self._lock:
                 self.held[namespace] -= 1
+        return True
+
+    def abandon(self, namespace: str) -> None:
+        with self._lock:
+            self.abandoned[namespace] = self.abandoned.get(namespace, 0) + 1
 
 
 def dynamodb_fault(operation: str, body: str, switches: dict[str, str]) -> str | None:
@@ -249,7 +259,12 @@ class FaultInjector:
             self.switches.count("cloudwatch", _namespace(text, environ))
             return self._fail("disconnect", environ, start_response)
         elif self.switches.cloudwatch_delay_s > 0 and _is_put_metric_data(text, environ):
-            self.switches.hold(_namespace(text, environ))
+            namespace = _namespace(text, environ)
+            if self.switches.hold(namespace) and _client_left(environ):
+                # given up while held (a cancelled flush closes its connection): never stored,
+                # as a call that had not reached CloudWatch yet
+                self.switches.abandon(namespace)
+                return self._fail("disconnect", environ, start_response)
         else:
             answer = self.cloudwatch_front(environ, text)
             if answer is not None:  # GetMetricData, GetMetricStatistics
@@ -323,6 +338,19 @@ def _table(body: str) -> str:
         return str(json.loads(body).get("TableName", ""))
     except (ValueError, AttributeError):
         return ""
+
+
+def _client_left(environ: dict[str, Any]) -> bool:
+    """Whether the client closed its connection (a peek reads its end, or a reset)."""
+    sock = environ.get("werkzeug.socket")
+    if sock is None:
+        return False
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"")
+    except BlockingIOError:
+        return False  # still connected, nothing more sent
+    except OSError:
+        return True
 
 
 def _is_put_metric_data(body: str, environ: dict[str, Any]) -> bool:

@@ -11,10 +11,12 @@
   CloudWatch endpoint are closed ports (DynamoDB is up). A chat is 503 ``AGENT_UNAVAILABLE`` and
   stores nothing, ``/health/detailed`` is 503 with the agent down and DynamoDB up, ``/health``
   is 200 (metrics that cannot be sent never fail a request); both colors answer the same.
-- ``graceful_shutdown``: N chats in flight (the agent takes ``latency_ms`` on each), SIGTERM once
-  while they are; every one must be answered 200, and CloudWatch (read from moto after the
-  server exited) must hold one observation per metric for every request the server answered
-  (buffered metrics flushed on the way out; nothing flushes on its own during the check).
+- ``graceful_shutdown``: SIGTERM once while N chats are in flight (the agent takes
+  ``latency_ms`` on each) and while a PutMetricData of that color is in flight (the fault
+  injector holds each one ``FLUSH_HOLD_S``; the check waits until it holds one, every time, not
+  by chance); every chat must be answered 200, and CloudWatch (read from moto after the server
+  exited) must hold one observation per metric for every request the server answered: the batch
+  in flight finished, and the chats answered after SIGTERM went out with the final flush.
 
 Each check boots its own servers (one per color, fresh tables, its own CloudWatch namespace), so
 it sees nothing of the lanes. :class:`CheckRun` boots them once the lanes are up (they boot
@@ -35,6 +37,7 @@ import os
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -49,6 +52,7 @@ from devstack.stack import FAKE_CREDENTIALS, create_tables
 from shared.metrics import outcome_metric
 
 CHECKS = ("rate_limit_burst", "dependency_down", "graceful_shutdown")
+FLUSH_HOLD_S = 3.0  # graceful_shutdown: how long the fault injector holds each PutMetricData
 COLORS = ("blue", "green")
 WINDOW_S = 3600  # as the lanes: no window edge inside a run (see _avoid_window_edge)
 BURST_KEY = "check-burst-key"
@@ -240,8 +244,14 @@ def boot(color: str, moto_url: str, agent_url: str, log_dir: Path, limit: int,
            "SESSIONS_TABLE": tables[0], "RATE_LIMIT_TABLE": tables[1],
            "RATE_LIMIT_REQUESTS": str(limit), "RATE_LIMIT_WINDOW_S": str(WINDOW_S),
            "METRICS_NAMESPACE": namespace,
-           # nothing flushes on its own: whatever reaches CloudWatch came from the final flush
-           "METRICS_FLUSH_INTERVAL_S": "300",  # the largest allowed
+           # a flush every second, so that graceful_shutdown can catch one in flight; the chats
+           # answered after SIGTERM can only reach CloudWatch with the final flush
+           "METRICS_FLUSH_INTERVAL_S": "1",
+           # a held PutMetricData (FLUSH_HOLD_S) must not time out and be sent again: moto
+           # stores a held call once it is let go, so a retry would count it twice
+           "DYNAMODB_READ_TIMEOUT_S": "10",
+           # the flush in flight and the final flush, each held FLUSH_HOLD_S
+           "METRICS_SHUTDOWN_TIMEOUT_S": "20",
            "METRICS_DIR": tempfile.mkdtemp(prefix=f"check-{color}-"), **(overrides or {})}
     log_dir.mkdir(parents=True, exist_ok=True)
     server = Server(color, free_port(), env, workers=workers,
@@ -501,8 +511,36 @@ def datum_accounting(expected: dict[str, float], got: dict[str, float]) -> dict[
             "lost_by_metric": lost, "extra_by_metric": extra}
 
 
+def _faults(moto_url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The fault injector's switches (``body``: set them first)."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(moto_url + "/_faults/config", data=data,  # noqa: S310
+                                 method="POST" if body is not None else "GET",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - devstack's own
+        return dict(json.loads(resp.read()))
+
+
+def _held(s: CheckServer) -> int:
+    """This color's PutMetricData calls being held by the fault injector now."""
+    return int(_faults(s.moto_url)["held"].get(s.namespace, 0))
+
+
+async def _flush_in_flight(s: CheckServer, timeout_s: float = 30.0) -> float:
+    """Give the color a datum to flush (a /health, counted), then wait until the injector holds
+    its PutMetricData. Returns the seconds waited."""
+    started = time.monotonic()
+    await s.wait_healthy()
+    while not await asyncio.to_thread(_held, s):
+        if time.monotonic() - started > timeout_s:
+            raise TimeoutError(f"{s.color}: no PutMetricData in flight after {timeout_s}s")
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
 async def _drain_one(s: CheckServer, in_flight: int, latency_ms: int, limit: int,
                      signal_after_s: float) -> dict[str, Any]:
+    await _flush_in_flight(s)
     port = s.server.port
     message = f"drain [[latency:{latency_ms}]]"
     requests = [chat_request(port, DRAIN_KEY.format(i // limit), message, f"drain-{i}")
@@ -513,6 +551,7 @@ async def _drain_one(s: CheckServer, in_flight: int, latency_ms: int, limit: int
     assert proc is not None
     signalled = time.monotonic()
     s.server.terminate()  # SIGTERM, once
+    flush_held = await asyncio.to_thread(_held, s)  # held before SIGTERM and still after it
     replies = list(await asyncio.gather(*tasks))
     code = await asyncio.to_thread(proc.wait, 120)
     exit_s = time.monotonic() - signalled
@@ -523,6 +562,7 @@ async def _drain_one(s: CheckServer, in_flight: int, latency_ms: int, limit: int
     got = await asyncio.to_thread(s.cloudwatch)
     accounting = datum_accounting(s.expected_cloudwatch(), got)
     return {"sent": in_flight, "in_flight_at_sigterm": pending,
+            "flush_in_flight_at_sigterm": flush_held > 0,
             "answered_200": in_flight - len(lost), "lost_responses": len(lost),
             "lost_examples": [r.error or f"{r.status} {r.body[:120]!r}" for r in lost[:5]],
             "exit_code": code, "exit_s": round(exit_s, 2),
@@ -532,16 +572,27 @@ async def _drain_one(s: CheckServer, in_flight: int, latency_ms: int, limit: int
 async def graceful_shutdown(servers: list[CheckServer], in_flight: int = 30,
                             latency_ms: int = 1000, limit: int = 20,
                             signal_after_s: float = 0.5) -> CheckResult:
-    """SIGTERM each color (in parallel) while ``in_flight`` chats are waiting on the agent."""
+    """SIGTERM each color (in parallel) while ``in_flight`` chats are waiting on the agent and
+    one of its PutMetricData is held by the fault injector."""
     started = time.perf_counter()
-    results = await asyncio.gather(*(_drain_one(s, in_flight, latency_ms, limit, signal_after_s)
-                                     for s in servers))
+    moto_urls = sorted({s.moto_url for s in servers})
+    for url in moto_urls:
+        await asyncio.to_thread(_faults, url, {"cloudwatch_delay_s": FLUSH_HOLD_S})
+    try:
+        results = await asyncio.gather(*(_drain_one(s, in_flight, latency_ms, limit,
+                                                     signal_after_s) for s in servers))
+    finally:
+        for url in moto_urls:
+            await asyncio.to_thread(_faults, url, {"cloudwatch_delay_s": 0})
     figures = {s.color: r for s, r in zip(servers, results, strict=True)}
     failures: list[str] = []
     for color, r in figures.items():
         if r["in_flight_at_sigterm"] != in_flight:
             failures.append(f"{color}: only {r['in_flight_at_sigterm']} of {in_flight} requests "
                             "were still unanswered at SIGTERM (the check proved less)")
+        if not r["flush_in_flight_at_sigterm"]:
+            failures.append(f"{color}: no PutMetricData was in flight at SIGTERM (the check "
+                            "proved less)")
         if r["lost_responses"]:
             failures.append(f"{color}: {r['lost_responses']} responses lost "
                             f"(e.g. {r['lost_examples'][0]})")

@@ -263,3 +263,19 @@ def test_cloudwatch_delay_holds_each_put_then_stores_it(server: FaultyMotoServer
     for bad in (-1, 61, "3", True):
         assert httpx.post(server.url + "/_faults/config",
                           json={"cloudwatch_delay_s": bad}).status_code == 400
+
+
+def test_a_put_whose_client_left_while_held_is_not_stored(server: FaultyMotoServer) -> None:
+    """A flush cancelled mid-call closes its connection: the held call never reaches moto, so
+    a client that abandons a batch really loses it (what the shutdown check must never see)."""
+    impatient = client(server, "cloudwatch", read_timeout=0.3)
+    namespace = f"Faults/{uuid.uuid4().hex[:8]}"
+    datum = [{"MetricName": "RequestCount", "Value": 1.0, "Unit": "Count"}]
+    httpx.post(server.url + "/_faults/config", json={"cloudwatch_delay_s": 1.0})
+    with pytest.raises(ReadTimeoutError):
+        impatient.put_metric_data(Namespace=namespace, MetricData=datum)
+    time.sleep(1.2)  # the hold ends
+    state = httpx.get(server.url + "/_faults/config").json()
+    assert state["abandoned"] == {namespace: 1}
+    assert state["held"][namespace] == 0
+    assert client(server, "cloudwatch").list_metrics(Namespace=namespace)["Metrics"] == []

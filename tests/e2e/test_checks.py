@@ -55,6 +55,7 @@ def test_sigterm_with_requests_in_flight_loses_nothing(tmp_path: Path) -> None:
     for color in checks.COLORS:
         figures = result.colors[color]
         assert figures["in_flight_at_sigterm"] == 20, color
+        assert figures["flush_in_flight_at_sigterm"], color  # a PutMetricData held at SIGTERM
         assert figures["lost_responses"] == 0, color
         assert figures["datums_lost"] == 0, color
         assert figures["datums_expected"] > 0, color
