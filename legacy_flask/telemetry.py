@@ -53,11 +53,16 @@ class Flusher:
         prom.DATUMS_DROPPED.labels("blue").inc(observations)
 
     def close(self) -> None:
-        """Stop the thread and flush what is left (on worker exit / SIGTERM)."""
+        """Stop the thread and flush what is left (on worker exit / SIGTERM).
+
+        A flush in flight is let finish (the thread is joined, for up to
+        METRICS_SHUTDOWN_TIMEOUT_S, as green's close() waits for its task), then what is left is
+        flushed. The worker's drain leaves time for this (legacy_flask/worker.py FLUSH_MARGIN_S).
+        """
         atexit.unregister(self.close)
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=self.settings.metrics_flush_interval_s + 5)
+            self._thread.join(timeout=self.settings.metrics_shutdown_timeout_s)
             self._thread = None
         if self.settings.metrics_enabled:
             self.flush_now()

@@ -4,7 +4,7 @@ counted as dropped, never lost uncounted).
 
 The executor here is a stand-in whose PutMetricData the test holds and releases: that is the
 point of these tests (the moment SIGTERM meets a flush). The real wire path, the same moment on
-real servers against moto, is tests/e2e/test_shutdown_flush.py.
+real servers against moto, is the graceful_shutdown check (tests/e2e/test_checks.py).
 """
 
 from __future__ import annotations
