@@ -45,6 +45,19 @@ def static_user_agent() -> str:
 
 
 def _config(settings: Settings, service: Service, pool: int) -> Config:
+    """One service's client configuration, the same for boto3 (blue) and aioboto3 (green).
+
+    ``parameter_validation=False``: botocore's client-side check of every call's parameters
+    against the service model (required members, types, minimum lengths and values) walks the
+    whole request, item attributes included, on every call: 10% of the Python calls of a chat.
+    Every value in a request is either built by :mod:`shared.flows` / :mod:`shared.metrics` or
+    validated before it gets there, more strictly than botocore would: message, session_id and
+    user_id by the contracts (:mod:`shared.contracts`), limit and cursor by
+    :class:`shared.web.ListQuery` and :func:`shared.sessions.decode_cursor`, agent ids and table
+    names by :class:`shared.settings.Settings`. tests/shared/test_clients.py runs botocore's
+    validator on every call the flows yield, at the contracts' limits; the service still
+    validates everything it receives.
+    """
     if service == "bedrock":
         connect, read, attempts = (settings.agent_connect_timeout_s,
                                    settings.agent_read_timeout_s, settings.agent_max_attempts)
@@ -60,6 +73,7 @@ def _config(settings: Settings, service: Service, pool: int) -> Config:
         max_pool_connections=pool,
         tcp_keepalive=True,
         user_agent=static_user_agent(),
+        parameter_validation=False,
     )
 
 
