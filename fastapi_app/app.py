@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response as StarletteResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fastapi_app import docs_ui
 from fastapi_app.aws import AsyncAws
 from fastapi_app.telemetry import Flusher
 from shared import logs
@@ -29,6 +30,7 @@ from shared.handlers import Inputs, handle
 from shared.pipeline import Exchange, Response
 from shared.routes import ROUTES, Route
 from shared.settings import Color, Settings, load_settings
+from shared.wire import BodyUnreadable
 
 COLOR: Color = "green"
 EXCHANGE = "chatbot.exchange"
@@ -62,12 +64,15 @@ async def _read_body(request: Request, settings: Settings) -> bytes:
     ex: Exchange = request.scope[EXCHANGE]
     parts: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        parts.append(chunk)
-        if size > settings.max_body_bytes:
-            ex.body = b"".join(parts)[:settings.max_body_bytes + 1]
-            raise w.too_large(settings)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            parts.append(chunk)
+            if size > settings.max_body_bytes:
+                ex.body = b"".join(parts)[:settings.max_body_bytes + 1]
+                raise w.too_large(settings)
+    except ClientDisconnect as exc:  # cut short, bad framing (uvicorn answered 400), too slow
+        raise BodyUnreadable("the body could not be read whole", exc) from None
     body = ex.body = b"".join(parts)
     return body
 
@@ -134,6 +139,8 @@ class ChatbotMiddleware:
                      if k not in ("content-type", "content-length")}
             resp = Response(started["status"], b"".join(chunks),
                             content_type=headers.get("content-type", ""), headers=extra)
+        except BodyUnreadable:
+            return  # never acted on, never counted: the server refused it or the client left
         except Exception as err:
             log.error("unhandled error", exc_info=err, extra={"request_id": ex.request_id})
             resp = ex.internal_error()
@@ -189,11 +196,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> StarletteResponse:  # green only: the one deliberate difference
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="Chatbot API")
+        return docs_ui.swagger_page()  # its assets from this package, not a CDN
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc() -> StarletteResponse:
-        return get_redoc_html(openapi_url="/openapi.json", title="Chatbot API")
+        return docs_ui.redoc_page()
+
+    @app.get(docs_ui.ASSET_PREFIX + "{name}", include_in_schema=False)
+    async def docs_asset(name: str) -> StarletteResponse:
+        found = docs_ui.asset(name)
+        if found is None:
+            raise StarletteHTTPException(404)  # the envelope, as for any unknown path
+        body, content_type = found
+        return StarletteResponse(body, media_type=content_type)
 
     def exchange(request: Request) -> Exchange:
         return request.scope[EXCHANGE]  # type: ignore[no-any-return]
