@@ -18,17 +18,16 @@ from parity_tests.harness import checks, report, reproduce
 from parity_tests.harness.compare import diff, flatten
 from parity_tests.harness.lanes import (
     API_KEYS,
-    CASE_WORKERS,
-    WORKER_KEYS,
     Lane,
     LocalLanes,
+    case_keys,
     cloudwatch_lost,
     fault_note,
     remote_lanes,
 )
 from parity_tests.harness.model import Case, load_corpus
 from parity_tests.harness.rules import load_known, load_noise
-from parity_tests.harness.runner import CaseResult, Runner
+from parity_tests.harness.runner import CONCURRENCY, CaseResult, Runner
 from shared.openapi import openapi_document
 
 HERE = Path(__file__).resolve().parent.parent
@@ -71,8 +70,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="after a failed local run, keep its servers (and devstack) up on the "
                    "same URLs until Ctrl-C, and print the URLs and key for the reproducers")
     p.add_argument("--concurrency", type=int, default=int(os.environ.get(
-        "PARITY_CONCURRENCY", CASE_WORKERS)), help="cases in flight at once in a local run "
-        f"(1: one by one; at most {CASE_WORKERS}); always 1 with --metrics-per-step or --replay")
+        "PARITY_CONCURRENCY", CONCURRENCY)), help="cases in flight at once in a local run "
+        f"(default {CONCURRENCY}; 1: one by one); always 1 with --metrics-per-step or --replay")
     p.add_argument("--noise", type=Path, default=HERE / "noise.yaml")
     p.add_argument("--known", type=Path, default=HERE / "known_differences.yaml")
     p.add_argument("--today", type=dt.date.fromisoformat, default=dt.date.today(),
@@ -160,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                            and not args.replay else 1)
             runner = Runner(lanes, noise, known_all, effects, today=args.today,
                             progress=progress, concurrency=concurrency,
-                            worker_keys=WORKER_KEYS)
+                            case_keys=case_keys if effects is not None else None)
             info["concurrency"] = runner.concurrency
             results = runner.run(cases)
         info["unused_noise_rules"] = [f"{r.path} ({r.kind})" for i, r in enumerate(noise)
@@ -182,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         names = checks.selected(args.filter, not args.no_checks)
         check_run: checks.CheckRun | None = None
         with console.status("booting devstack, blue (gunicorn), blue-aa and green (uvicorn)"):
-            stack = LocalLanes(args.report_dir / "logs",
-                               metrics_per_step=args.metrics_per_step).__enter__()
+            stack = LocalLanes(args.report_dir / "logs", metrics_per_step=args.metrics_per_step,
+                               cases=len(cases)).__enter__()
         try:
             if names:  # the checks' own stack boots while the corpus runs; they run after it
                 check_run = checks.CheckRun(names, args.report_dir / "logs").start()

@@ -28,16 +28,20 @@ from devstack.run import Server
 from devstack.stack import FAKE_CREDENTIALS, create_tables
 
 API_KEYS = ("parity-key-1", "parity-key-2")
-# cases in flight at once in a local run (the runner's concurrency): each worker past the first
-# sends its own pair of keys, so that each has its own rate-limit counter and every lane sees a
-# worker's requests in the same order (X-RateLimit-Remaining stays comparable)
-CASE_WORKERS = 6
-WORKER_KEYS = tuple((f"parity-key-1-w{n}", f"parity-key-2-w{n}") for n in range(1, CASE_WORKERS))
+
+
+def case_keys(number: int) -> tuple[str, str]:
+    """The API keys of a local run's case ``number`` (its 1st and 2nd key). Each case has its
+    own, so its own rate-limit counter: X-RateLimit-Remaining is the same in every lane however
+    many cases are in flight at once, and a difference in one case never shifts the next's."""
+    return (f"parity-key-1-c{number}", f"parity-key-2-c{number}")
+
+
 CORS_ORIGIN = "https://app.example.com"
 LOCAL_LANES = (("blue", "blue"), ("blue-aa", "blue"), ("green", "green"))
 # Only what removes noise at the source differs from what each color ships with.
 PARITY_ENV = {
-    "API_KEYS": ",".join(API_KEYS + tuple(k for pair in WORKER_KEYS for k in pair)),
+    "API_KEYS": ",".join(API_KEYS),  # and each case's (case_keys), added by LocalLanes
     "CORS_ORIGINS": CORS_ORIGIN,
     "RATE_LIMIT_WINDOW_S": "3600",  # a window edge between lanes would split their counters
     # fault cases (timeout, stall) answer in about 2 s, below the emulator's 3 s stall; other
@@ -417,8 +421,9 @@ class LocalLanes(contextlib.AbstractContextManager["LocalLanes"]):
     """devstack (moto) + one emulator, two tables and one real server per lane."""
 
     def __init__(self, log_dir: Path, fault_timeout_s: float = 3.0,
-                 metrics_per_step: bool = False) -> None:
+                 metrics_per_step: bool = False, cases: int = 0) -> None:
         self.metrics_per_step = metrics_per_step
+        self.cases = cases  # the servers also accept case_keys(0 .. cases - 1)
         self.log_dir = log_dir
         self.fault_timeout_s = fault_timeout_s
         self.motos: list[MotoProcess] = []
@@ -446,7 +451,8 @@ class LocalLanes(contextlib.AbstractContextManager["LocalLanes"]):
                 emulator = EmulatorProcess(self.log_dir / f"{name}-agent.log",
                                            self.fault_timeout_s)
                 self.emulators.append(emulator)
-                env = {**FAKE_CREDENTIALS, **PARITY_ENV,
+                keys = API_KEYS + tuple(k for n in range(self.cases) for k in case_keys(n))
+                env = {**FAKE_CREDENTIALS, **PARITY_ENV, "API_KEYS": ",".join(keys),
                        "DYNAMODB_ENDPOINT_URL": moto.url,
                        "CLOUDWATCH_ENDPOINT_URL": self.recorder.url,
                        "BEDROCK_ENDPOINT_URL": emulator.url,

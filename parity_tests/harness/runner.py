@@ -180,6 +180,7 @@ class RunHooks:
 
 
 UNCLAIMED_CASE = "run/unclaimed-side-effects"
+CONCURRENCY = 6  # cases in flight at once in a local run (python -m parity_tests --concurrency)
 
 
 @dataclass
@@ -191,10 +192,10 @@ class _CaseContext:
 
 
 class Runner:
-    """Runs cases against the lanes. With ``concurrency`` > 1 (a local run), that many cases
-    are in flight at once, each on its own pair of API keys (``worker_keys``: its own
-    rate-limit counter, so X-RateLimit-Remaining stays comparable), their side effects told
-    apart by :class:`~parity_tests.harness.routing.RoutedEffects`; the cases that
+    """Runs cases against the lanes. With ``case_keys`` (a local run), case number n sends
+    ``case_keys(n)`` as its API keys: its own rate-limit counter. With ``concurrency`` > 1 (a
+    local run), that many cases are in flight at once, their side effects told apart by
+    :class:`~parity_tests.harness.routing.RoutedEffects`; the cases that
     :func:`~parity_tests.harness.routing.runs_alone` then run one by one."""
 
     def __init__(self, lanes: list[Lane], noise: list[NoiseRule], known: list[KnownDifference],
@@ -202,7 +203,7 @@ class Runner:
                  progress: Callable[[CaseResult], None] | None = None,
                  hooks: RunHooks | None = None, history_limit: int = 20,
                  concurrency: int = 1,
-                 worker_keys: tuple[tuple[str, ...], ...] = ()) -> None:
+                 case_keys: Callable[[int], tuple[str, ...]] | None = None) -> None:
         self.hooks = hooks or RunHooks()
         self.lanes = lanes
         self.noise = noise
@@ -210,8 +211,8 @@ class Runner:
         self.progress = progress
         self._local = threading.local()
         self._progress_lock = threading.Lock()
-        self.concurrency = max(1, min(concurrency, len(worker_keys) + 1))
-        self.worker_keys = worker_keys
+        self.concurrency = max(1, concurrency)
+        self.case_keys = case_keys
         self.routed: RoutedEffects | None = None
         self.effects: SideEffects | RoutedEffects | None = effects
         if effects is not None and self.concurrency > 1:
@@ -251,8 +252,8 @@ class Runner:
         cases = list(cases)
         if self.concurrency == 1:
             results = []
-            for case in cases:
-                result = self.run_case(case)
+            for number, case in enumerate(cases):
+                result = self.run_case(case, number)
                 results.append(result)
                 if self.progress:
                     self.progress(result)
@@ -280,8 +281,7 @@ class Runner:
         queue = iter(shared)
         queue_lock = threading.Lock()
 
-        def worker(number: int) -> None:
-            self._context().keys = self.worker_keys[number - 1] if number else None
+        def worker() -> None:
             while True:
                 with queue_lock:
                     item = next(queue, None)
@@ -289,21 +289,20 @@ class Runner:
                     return
                 index, case = item
                 try:
-                    result = self.run_case(case)
+                    result = self.run_case(case, index)
                 except Exception as exc:  # one case's crash is its own failure, not the run's
                     result = CaseResult(case, error=f"runner: {type(exc).__name__}: {exc}")
                 by_index[index] = result
                 self._done(result)
 
-        threads = [threading.Thread(target=worker, args=(n,), name=f"parity-case-{n}")
+        threads = [threading.Thread(target=worker, name=f"parity-case-{n}")
                    for n in range(self.concurrency)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        self._context().keys = None
         for index, case in alone:
-            by_index[index] = result = self.run_case(case)
+            by_index[index] = result = self.run_case(case, index)
             self._done(result)
         results = [by_index[i] for i in range(len(cases))]
         unclaimed = self._unclaimed()
@@ -337,8 +336,11 @@ class Runner:
         result.steps.append(step)
         return result if step.failed else None
 
-    def run_case(self, case: Case) -> CaseResult:
+    def run_case(self, case: Case, number: int = 0) -> CaseResult:
+        """One case, all its steps in order (``number``: its place in the run, which picks
+        its API keys when the runner has ``case_keys``)."""
         result = CaseResult(case)
+        self._context().keys = self.case_keys(number) if self.case_keys else None
         static = {**case.variables, "case": case.slug}
         variables = {lane.name: dict(static) for lane in self.lanes}
         # ids never cross cases (each case has its own users and sessions): a divergence in one
@@ -590,7 +592,8 @@ class Runner:
                 result.error = f"{lane.name}: {ex.error}"
             for problem in wire.violations(ex):
                 result.violations.append(f"{lane.name}: {problem}")
-            for answer in ex.answers:
+            final = [a for a in ex.answers if a.status >= 200][:1]  # the step's own request
+            for answer in final:
                 if answer.envelope or 200 <= answer.status < 300:
                     resp = LaneResponse(answer.status, dict(answer.headers), answer.body, 0)
                     for violation in contract_violations(method, path, resp):
