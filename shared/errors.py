@@ -89,7 +89,9 @@ CATALOGUE: dict[ErrorCode, ErrorSpec] = {
         "body, path or query parameter breaks the contract (details lists each field)",
     ),
     ErrorCode.UNAUTHORIZED: ErrorSpec(
-        401, "A valid X-API-Key header is required.", "API_KEYS set and key missing or wrong"
+        401, "A valid X-API-Key header is required.",
+        "API_KEYS set and key missing or wrong; on /metrics*, METRICS_ACCESS=key and no valid "
+        "Authorization: Bearer token (WWW-Authenticate: Bearer)"
     ),
     ErrorCode.RATE_LIMITED: ErrorSpec(
         429,
