@@ -9,6 +9,7 @@ so the two colors cannot decide anything differently.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,8 @@ class Context:
     now: Callable[[], datetime] = _now
     perf: Callable[[], float] = time.perf_counter
     new_session_id: Callable[[], str] = field(default=sess.new_session_id)
+    # one per rate-limit increment: the SDK's retry of it carries the same token
+    new_token: Callable[[], str] = field(default=lambda: secrets.token_hex(8))
 
 
 def _reraise(mapped: ApiError | None, exc: BaseException) -> ApiError:
@@ -217,6 +220,15 @@ def list_user_sessions(
 # --- rate limit -------------------------------------------------------------------------------
 
 def rate_limit(ctx: Context, ident: str) -> Flow[RateDecision]:
+    """Count this request in its identity's window, once.
+
+    ``ADD`` alone is not idempotent: when an increment lands but its answer times out, the
+    SDK retries the same call and the request would count twice. Each increment carries a
+    token (``last_request``) and is refused when the counter already holds it; a refused
+    retry reads the count from the item DynamoDB returns with the refusal. (Another request
+    landing between an attempt and its retry still lets the retry count: the guard covers
+    the retry that follows at once, the common case, without an ever-growing set of tokens.)
+    """
     settings = ctx.settings
     now = ctx.now().timestamp()
     window = settings.rate_limit_window_s
@@ -225,16 +237,26 @@ def rate_limit(ctx: Context, ident: str) -> Flow[RateDecision]:
             "TableName": settings.rate_limit_table,
             "Key": {"bucket": {"S": bucket(ident, now, window)}},
             "UpdateExpression": "ADD request_count :one SET expires_at = if_not_exists("
-                                "expires_at, :exp)",
+                                "expires_at, :exp), last_request = :token",
+            "ConditionExpression": "attribute_not_exists(last_request) OR "
+                                   "last_request <> :token",
             "ExpressionAttributeValues": {
                 ":one": {"N": "1"},
                 ":exp": {"N": str(int(now) + 2 * window)},
+                ":token": {"S": ctx.new_token()},
             },
             "ReturnValues": "UPDATED_NEW",
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         })
+        count = int(result["Attributes"]["request_count"]["N"])
     except Exception as exc:
-        raise _reraise(store_failure(exc), exc) from None
-    count = int(result["Attributes"]["request_count"]["N"])
+        if not is_conditional_failure(exc):
+            raise _reraise(store_failure(exc), exc) from None
+        # this very increment had landed (its answer was lost): counted once, as it is
+        item = getattr(exc, "response", {}).get("Item") or {}
+        if "request_count" not in item:
+            raise _reraise(store_failure(exc), exc) from None
+        count = int(item["request_count"]["N"])
     return decide(count, settings.rate_limit_requests, now, window)
 
 

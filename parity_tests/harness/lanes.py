@@ -351,8 +351,10 @@ class SideEffects:
         lane._prom = dict(lane.baseline_prom)
 
     def final_state(self, lane: Lane) -> dict[str, Any]:
-        """The end-of-run tables, without their TTL attribute (a time)."""
-        return {role: {key: {k: v for k, v in item.items() if k != "expires_at"}
+        """The end-of-run tables, without their TTL attribute (a time) and the rate-limit
+        counter's last increment token (random, shared/flows.py rate_limit)."""
+        return {role: {key: {k: v for k, v in item.items()
+                             if k not in ("expires_at", "last_request")}
                        for key, item in self._scan(lane, table).items()}
                 for role, table in lane.final_tables.items()}
 

@@ -27,6 +27,7 @@ from devstack.procs import free_port
 from devstack.run import Server
 from devstack.stack import DevStack
 from shared.contracts import ChatResponse, SessionList, SessionRecord
+from shared.ratelimit import identity
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
@@ -360,16 +361,23 @@ READ_TIMEOUT_S = 0.8
 LATE_MARKER = "landed-late"
 
 
+def late_key(color: str) -> str:
+    """An API key whose first rate-limit increment is answered late (one per color)."""
+    return f"late-counter-{color}"
+
+
 class _LateAnswerProxy(ThreadingHTTPServer):
     """Forwards every DynamoDB call to moto; the first PutItem of a session that holds
-    LATE_MARKER (in a message) is forwarded (it lands) and its answer held past the client's
-    read timeout, as when a network answer is lost: the SDK retries the very same write."""
+    LATE_MARKER (in a message), and the first UpdateItem of the rate-limit counter of each
+    :func:`late_key`, is forwarded (it lands) and its answer held past the client's read
+    timeout, as when a network answer is lost: the SDK retries the very same call."""
 
     daemon_threads = True
 
     def __init__(self, upstream: str) -> None:
         self.upstream = httpx.Client(base_url=upstream, timeout=10)
         self.delayed: set[str] = set()
+        self.late_counters = {identity(late_key(c), "").encode(): c for c in COLORS}
         self.lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), _ProxyHandler)
 
@@ -398,6 +406,13 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 self.server.delayed.add(sid)
             if first:
                 time.sleep(READ_TIMEOUT_S + 0.7)  # the write has landed; its answer is late
+        if target.endswith(".UpdateItem"):
+            counter = next((c for m, c in self.server.late_counters.items() if m in body), None)
+            with self.server.lock:
+                first = counter is not None and f"counter:{counter}" not in self.server.delayed
+                self.server.delayed.add(f"counter:{counter}")
+            if first:
+                time.sleep(READ_TIMEOUT_S + 0.7)  # the increment has landed; answer is late
         self.send_response(upstream.status_code)
         for name, value in upstream.headers.items():
             if name.lower() not in ("content-length", "connection", "transfer-encoding",
@@ -418,8 +433,9 @@ def late_colors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Colors]:
         proxy = _LateAnswerProxy(stack.moto_url)
         thread = threading.Thread(target=proxy.serve_forever, daemon=True)
         thread.start()
-        env = {**stack.env(), "DYNAMODB_ENDPOINT_URL": proxy.url, "API_KEYS": api_key,
-               "METRICS_FLUSH_INTERVAL_S": "60", "RATE_LIMIT_ENABLED": "false",
+        keys = ",".join([api_key, *(late_key(c) for c in COLORS)])
+        env = {**stack.env(), "DYNAMODB_ENDPOINT_URL": proxy.url, "API_KEYS": keys,
+               "METRICS_FLUSH_INTERVAL_S": "60", "RATE_LIMIT_REQUESTS": "50",
                "DYNAMODB_READ_TIMEOUT_S": str(READ_TIMEOUT_S), "DYNAMODB_MAX_ATTEMPTS": "3"}
         try:
             with both_colors(env, logs, api_key, workers=1) as colors:
@@ -451,3 +467,18 @@ def test_a_write_that_landed_but_was_answered_late_is_a_success(
         late_colors.http[other(color)].get(f"/api/v1/chat/sessions/{sid}").content)
     assert record.message_count == 2 * len(texts)  # stored once
     assert [m.content for m in record.messages] == [c for _, c in expected_messages(texts)]
+
+
+@pytest.mark.parametrize("color", COLORS)
+def test_a_rate_limit_increment_answered_late_counts_once(late_colors: Colors,
+                                                          color: str) -> None:
+    """The first increment of this key lands but is answered past the read timeout; the SDK
+    retries it and the retry is refused as the same increment: the request counts once
+    (``ADD`` alone made it twice). Then the next request counts as the second."""
+    headers = {"X-API-Key": late_key(color)}
+    url = "/api/v1/users/u-late-counter/sessions"
+    first = late_colors.http[color].get(url, headers=headers)
+    assert first.status_code == 200, first.text
+    assert first.headers["x-ratelimit-remaining"] == "49"  # 50 - 1: counted once
+    second = late_colors.http[color].get(url, headers=headers)
+    assert second.headers["x-ratelimit-remaining"] == "48"

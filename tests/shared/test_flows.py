@@ -275,6 +275,47 @@ def test_rate_limit_decision_from_counter() -> None:
     assert 1 <= decision.retry_after_s <= 60
 
 
+def test_rate_limit_increment_carries_a_token_and_refuses_its_own_retry() -> None:
+    seen: list[dict[str, Any]] = []
+
+    def execute(call: Call) -> Any:
+        assert isinstance(call, AwsCall)
+        seen.append(call.params)
+        return {"Attributes": {"request_count": {"N": "1"}}}
+
+    ctx = ctx_at(T0, rate_limit_requests=5, rate_limit_window_s=60)
+    run_sync(flows.rate_limit(ctx, "ip:1.2.3.4"), execute)
+    run_sync(flows.rate_limit(ctx, "ip:1.2.3.4"), execute)
+    tokens = [p["ExpressionAttributeValues"][":token"]["S"] for p in seen]
+    assert tokens[0] != tokens[1]  # one per increment, so a retry (same call) is told apart
+    assert "last_request = :token" in seen[0]["UpdateExpression"]
+    assert seen[0]["ConditionExpression"] == (
+        "attribute_not_exists(last_request) OR last_request <> :token")
+    assert seen[0]["ReturnValuesOnConditionCheckFailure"] == "ALL_OLD"
+
+
+def test_rate_limit_retry_of_a_landed_increment_counts_once() -> None:
+    """The SDK's retry meets its own token: the count is the stored one, not one more."""
+    def execute(call: Call) -> Any:
+        error = client_error("ConditionalCheckFailedException")
+        error.response["Item"] = {"request_count": {"N": "4"}}  # type: ignore[typeddict-unknown-key]
+        raise error
+
+    ctx = ctx_at(T0, rate_limit_requests=4, rate_limit_window_s=60)
+    decision = run_sync(flows.rate_limit(ctx, "ip:1.2.3.4"), execute)
+    assert decision.allowed
+    assert decision.remaining == 0
+
+
+def test_rate_limit_refusal_without_the_item_is_a_store_error() -> None:
+    def execute(call: Call) -> Any:
+        raise client_error("ConditionalCheckFailedException")
+
+    with pytest.raises(ApiError) as err:
+        run_sync(flows.rate_limit(ctx_at(T0), "ip:1.2.3.4"), execute)
+    assert err.value.code is ErrorCode.STORE_UNAVAILABLE
+
+
 def test_detailed_health_reports_each_dependency() -> None:
     def execute(call: Call) -> Any:
         assert isinstance(call, AwsCall)
