@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response as StarletteResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -29,6 +30,7 @@ from shared.handlers import Inputs, handle
 from shared.pipeline import Exchange, Response
 from shared.routes import ROUTES, Route
 from shared.settings import Color, Settings, load_settings
+from shared.wire import BodyUnreadable
 
 COLOR: Color = "green"
 EXCHANGE = "chatbot.exchange"
@@ -62,12 +64,15 @@ async def _read_body(request: Request, settings: Settings) -> bytes:
     ex: Exchange = request.scope[EXCHANGE]
     parts: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        parts.append(chunk)
-        if size > settings.max_body_bytes:
-            ex.body = b"".join(parts)[:settings.max_body_bytes + 1]
-            raise w.too_large(settings)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            parts.append(chunk)
+            if size > settings.max_body_bytes:
+                ex.body = b"".join(parts)[:settings.max_body_bytes + 1]
+                raise w.too_large(settings)
+    except ClientDisconnect as exc:  # cut short, bad framing (uvicorn answered 400), too slow
+        raise BodyUnreadable("the body could not be read whole", exc) from None
     body = ex.body = b"".join(parts)
     return body
 
@@ -134,6 +139,8 @@ class ChatbotMiddleware:
                      if k not in ("content-type", "content-length")}
             resp = Response(started["status"], b"".join(chunks),
                             content_type=headers.get("content-type", ""), headers=extra)
+        except BodyUnreadable:
+            return  # never acted on, never counted: the server refused it or the client left
         except Exception as err:
             log.error("unhandled error", exc_info=err, extra={"request_id": ex.request_id})
             resp = ex.internal_error()

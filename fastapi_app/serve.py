@@ -12,7 +12,8 @@ import tempfile
 
 import uvicorn
 
-from shared.settings import settings_or_exit
+from fastapi_app.protocol import WireProtocol
+from shared.settings import load_settings, settings_or_exit
 
 
 def main() -> None:
@@ -30,7 +31,16 @@ def main() -> None:
         port=int(os.environ.get("PORT", "8002")),
         workers=int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 1)),
         loop="uvloop",
-        http="httptools",
+        # httptools, with the wire rules of shared/wire.py (fastapi_app/protocol.py): bounds on
+        # the headers and the body (CLIENT_HEADER_TIMEOUT_S, CLIENT_BODY_TIMEOUT_S), the same
+        # refusals as blue's gunicorn, a bounded discard of a body left unread after an answer
+        http=WireProtocol,
+        # a WebSocket upgrade on a plain route is served as plain HTTP, as blue serves it (no
+        # route takes WebSockets; uvicorn's WebSocket support answered it with an empty 403)
+        ws="none",
+        # an ALB keeps idle connections to its targets for 60 s and answers 502 now and then
+        # when a target closes one first: hold them longer (KEEPALIVE_TIMEOUT_S, 65 s)
+        timeout_keep_alive=load_settings().keepalive_timeout_s,
         lifespan="on",
         access_log=False,
         # the client address is decided in shared/web.py client_ip (TRUST_FORWARDED_FOR,

@@ -22,6 +22,11 @@ from shared.handlers import Inputs, handle
 from shared.pipeline import Exchange, Response
 from shared.routes import ROUTES, Route
 from shared.settings import Color, Settings, load_settings
+from shared.wire import BodyUnreadable, body_cut_short, has_empty_segment
+
+# the environ key under which a request whose body could not be read whole is handed to the
+# server (legacy_flask/wsgi.py): gunicorn refuses it (400) or closes the connection, as uvicorn
+UNREADABLE = "chatbot.body_unreadable"
 
 COLOR: Color = "blue"
 log = logging.getLogger("chatbot.app")
@@ -56,11 +61,16 @@ def _read_body(settings: Settings) -> bytes:
 
     What was read (at most MAX_BODY_BYTES + 1 bytes) goes to the exchange, for capture.
     """
-    body = request.stream.read(settings.max_body_bytes + 1)
+    try:
+        body = request.stream.read(settings.max_body_bytes + 1)
+    except Exception as exc:  # gunicorn's: bad chunked framing, the body bound passed, gone
+        raise BodyUnreadable("the body could not be read whole", exc) from None
     ex: Exchange = g.exchange
     ex.body = body
     if len(body) > settings.max_body_bytes:
         raise w.too_large(settings)
+    if body_cut_short(request.headers.get("Content-Length"), len(body)):
+        raise BodyUnreadable("the body ended before its Content-Length")
     return body
 
 
@@ -85,6 +95,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     logs.configure(COLOR, settings.log_level)
     app = Flask(__name__)
     app.config.update(PROVIDE_AUTOMATIC_OPTIONS=False, MAX_CONTENT_LENGTH=None)
+    # a path with an empty segment (//health, /api//v1/...) matches no route: 404 in both colors
+    # (shared/wire.py), never Werkzeug's 308 to a merged path built from the client's Host
+    app.url_map.merge_slashes = False
     aws = SyncAws(settings)
     flusher = Flusher(settings, aws)
     runtime = Runtime(settings, aws, flusher, Context(settings),
@@ -112,12 +125,16 @@ def create_app(settings: Settings | None = None) -> Flask:
         early = ex.admit()
         if early is not None:
             return _to_flask(early)
+        if has_empty_segment(request.environ.get("RAW_URI") or request.path):
+            return _to_flask(ex.not_found())  # green's router: no route has an empty segment
         if ex.needs_rate_limit():
             run_sync(ex.rate_limit_flow(runtime.ctx), aws.execute)
         return None
 
     @app.after_request
     def finish(response: FlaskResponse) -> FlaskResponse:
+        if UNREADABLE in request.environ:
+            return response  # never acted on, never counted (legacy_flask/wsgi.py)
         ex: Exchange | None = g.get("exchange")
         if ex is None:  # before_request itself failed before the exchange existed
             ex = new_exchange()
@@ -157,6 +174,9 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     @app.errorhandler(Exception)
     def unexpected(err: Exception) -> FlaskResponse:
+        if isinstance(err, BodyUnreadable):  # legacy_flask/wsgi.py hands it to gunicorn
+            request.environ[UNREADABLE] = err
+            return FlaskResponse(status=400)
         ex = _exchange()
         log.error("unhandled error", exc_info=err, extra={"request_id": ex.request_id})
         return _to_flask(ex.internal_error())

@@ -128,6 +128,16 @@ class Settings(BaseSettings):
                                 description="Largest request body; more is 413.")
     gzip_min_bytes: int = Field(default=1000, ge=0,
                                 description="Bodies this large are gzipped if accepted.")
+    # wire bounds, the same in both servers (shared/wire.py, docs/alb.md)
+    keepalive_timeout_s: int = Field(
+        default=65, ge=61, le=4000, description="Idle time a kept-alive connection is held "
+        "(green; blue closes after every answer): above the ALB's 60 s idle timeout.")
+    client_header_timeout_s: float = Field(
+        default=10.0, gt=0, le=120, description="From the accept: the first byte and the whole "
+        "header block; past it the connection is closed without an answer.")
+    client_body_timeout_s: float = Field(
+        default=30.0, gt=0, le=600, description="From the end of the headers: the whole body; "
+        "past it the connection is closed and the request is not acted on.")
 
     # metrics
     metrics_enabled: bool = Field(default=True, description="Send metrics to CloudWatch.")

@@ -154,6 +154,9 @@ class RawRequest:
         parts = first.split("\r\n", 1)[0].split(" ")
         method = parts[0] if parts and parts[0] else "RAW"
         path = parts[1].split("?", 1)[0] if len(parts) > 1 else "/"
+        if "://" in path:  # absolute form: the path after the authority
+            rest = path.split("://", 1)[1]
+            path = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
         return method, path
 
     def render(self, variables: dict[str, str]) -> RawRequest:
