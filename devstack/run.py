@@ -39,6 +39,7 @@ class Server:
     env: dict[str, str]
     workers: int | None = None
     log_path: Path | None = None
+    command: list[str] | None = None  # another command of devstack.commands (default: the color's)
     proc: subprocess.Popen[bytes] | None = None
     _log: object = field(default=None, repr=False)
     _signalled: bool = field(default=False, repr=False)
@@ -55,7 +56,7 @@ class Server:
             env["WEB_CONCURRENCY"] = str(self.workers)
         out = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self._log = out
-        cmd = _resolve(COMMANDS[self.color])  # our own fixed commands
+        cmd = _resolve(self.command or COMMANDS[self.color])  # our own fixed commands
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env,  # noqa: S603
                                      stdout=out, stderr=subprocess.STDOUT)
         return self

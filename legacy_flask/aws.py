@@ -18,9 +18,14 @@ from shared.settings import Settings
 
 class SyncAws:
     """boto3 clients for this process. Made after gunicorn forks (the app is built in the
-    worker); if the process forks anyway, the clients are rebuilt once in the child."""
+    worker); if the process forks anyway, the clients are rebuilt once in the child.
 
-    def __init__(self, settings: Settings, pool: int = 10) -> None:
+    Each client keeps up to ``pool`` idle connections (default: the setting
+    ``AWS_MAX_POOL_CONNECTIONS``): a sync worker uses one, but gthread and gevent workers have
+    many calls in flight, and past the pool's size urllib3 opens a new connection per call and
+    closes it after ("Connection pool is full, discarding connection")."""
+
+    def __init__(self, settings: Settings, pool: int | None = None) -> None:
         self._settings = settings
         self._pool = pool
         self._lock = threading.Lock()

@@ -53,7 +53,10 @@ settings_or_exit()
 # Import the code (not the app) in the master: workers fork with the modules loaded, so a worker
 # starts in milliseconds instead of seconds. Each worker still builds its own app, and so its own
 # boto3 clients, after the fork (legacy_flask.wsgi runs create_app in the worker).
-import legacy_flask.app  # noqa: E402, F401
+# Not under gevent workers: they monkey-patch the standard library when they start, and boto3,
+# botocore and urllib3 imported before that keep unpatched ssl names (gunicorn_gevent.conf.py).
+if "gevent" not in worker_class:
+    import legacy_flask.app  # noqa: F401
 
 
 def on_starting(server: Any) -> None:

@@ -11,8 +11,10 @@ Each helper runs in its own process so its CPU can be read from /proc next to th
 
 The servers are booted with the shipped commands (:class:`devstack.run.Server`): blue is
 gunicorn with sync workers (2 x cores + 1), the ``blue-gthread`` variant the same file with
-``GUNICORN_WORKER_CLASS=gthread``, green is uvicorn (uvloop, httptools, one worker per core).
-All three run at once (idle servers cost nothing); for each concurrency level each of them is
+``GUNICORN_WORKER_CLASS=gthread``, the ``blue-gevent`` variant the same app under gunicorn's gevent
+workers (legacy_flask/gunicorn_gevent.conf.py: boto3 made cooperative by monkey patching, as a
+team would run it), green is uvicorn (uvloop, httptools, one worker per core).
+All four run at once (idle servers cost nothing); for each concurrency level each of them is
 loaded in turn, in alternating order, then the next run waits until the agent emulator has been
 quiet (a refused queue of blue requests must not leak into green's figures).
 
@@ -41,6 +43,7 @@ from typing import Any
 
 import psutil
 
+from devstack.commands import BLUE_GEVENT_CMD
 from devstack.procs import HelperProcess, free_port, process_tree
 from devstack.run import Server
 from devstack.stack import FAKE_CREDENTIALS, create_tables
@@ -52,7 +55,7 @@ from shared.settings import DEV_API_KEY
 ROOT = Path(__file__).resolve().parent.parent
 DYNALITE_DIR = ROOT / "devstack" / "dynalite"
 DYNALITE_CLI = DYNALITE_DIR / "node_modules" / "dynalite" / "cli.js"
-CONFIGS = ("blue", "green", "blue-gthread")
+CONFIGS = ("blue", "blue-gthread", "green", "blue-gevent")
 
 
 def _http(url: str, data: bytes | None = None, timeout: float = 5.0) -> Any:
@@ -265,8 +268,25 @@ def measure(config: str, server: Server, helpers: Helpers, script: Path, args: a
         loadavg=(round(load[0], 2), round(load[1], 2), round(load[2], 2)))
 
 
+def server_for(config: str, env: dict[str, str], args: argparse.Namespace, log: Path,
+               ) -> Server:
+    """The server of one configuration, not started: blue and green with their shipped
+    commands, the blue variants with gunicorn.conf.py's worker class switched to gthread, or
+    with gunicorn_gevent.conf.py (the same settings under gevent workers)."""
+    if config == "green":
+        return Server("green", free_port(), env, log_path=log)
+    if config == "blue-gthread":
+        extra = {"GUNICORN_WORKER_CLASS": "gthread", "GUNICORN_THREADS": str(args.gthread_threads)}
+        return Server("blue", free_port(), {**env, **extra}, log_path=log)
+    if config == "blue-gevent":
+        extra = {"GUNICORN_WORKER_CONNECTIONS": str(args.gevent_connections)}
+        return Server("blue", free_port(), {**env, **extra}, workers=args.gevent_workers,
+                      log_path=log, command=BLUE_GEVENT_CMD)
+    return Server("blue", free_port(), env, log_path=log)
+
+
 def order_for(level_index: int, configs: Iterable[str]) -> list[str]:
-    """Alternate the colors: green in the middle, the blue variants swap sides each level."""
+    """Alternate the order each level (the first run of a level goes last at the next)."""
     cs = list(configs)
     return cs if level_index % 2 == 0 else cs[::-1]
 
@@ -279,11 +299,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per server (2)")
     p.add_argument("--agent-latency-ms", type=int, default=200)
     p.add_argument("--configs", default=",".join(CONFIGS),
-                   help="which of blue, green, blue-gthread (all)")
+                   help="which of " + ", ".join(CONFIGS) + " (all)")
     p.add_argument("--dynamodb", choices=("dynalite", "moto"), default="dynalite",
                    help="DynamoDB engine (dynalite: moto caps at ~160 calls/s)")
     p.add_argument("--gthread-threads", type=int, default=16,
                    help="threads per gunicorn worker in the blue-gthread variant (16)")
+    p.add_argument("--gevent-workers", type=int, default=None,
+                   help="gunicorn gevent workers in blue-gevent (default: blue's 2 x cores + 1)")
+    p.add_argument("--gevent-connections", type=int, default=1000,
+                   help="worker_connections per gevent worker in blue-gevent (1000)")
     p.add_argument("--wrk", default=shutil.which("wrk") or "wrk")
     p.add_argument("--wrk-threads", type=int, default=2)
     p.add_argument("--wrk-timeout", type=int, default=10, help="seconds before wrk gives up")
@@ -322,13 +346,8 @@ def main(argv: list[str] | None = None) -> int:
                "CLOUDWATCH_ENDPOINT_URL": helpers.url("moto"),
                "BEDROCK_ENDPOINT_URL": helpers.url("agent_emulator"),
                "API_KEYS": DEV_API_KEY, "RATE_LIMIT_ENABLED": "false"}
-        variant_env = {"GUNICORN_WORKER_CLASS": "gthread",
-                       "GUNICORN_THREADS": str(args.gthread_threads)}
         for config in configs:
-            color = "green" if config == "green" else "blue"
-            extra = variant_env if config == "blue-gthread" else {}
-            servers[config] = Server(color, free_port(), {**env, **extra},
-                                     log_path=log_dir / f"{config}.log").start()
+            servers[config] = server_for(config, env, args, log_dir / f"{config}.log").start()
         for server in servers.values():
             server.wait_healthy(timeout_s=90)
             if args.warmup > 0:
@@ -360,12 +379,12 @@ def main(argv: list[str] | None = None) -> int:
         "agent_latency_ms": args.agent_latency_ms, "duration_s": args.duration,
         "cores": cores, "dynamodb_engine": _engine_name(args.dynamodb),
         "generator": f"wrk ({args.wrk_threads} threads, --timeout {args.wrk_timeout}s)",
-        "configs": {"blue": "gunicorn sync, 2 x cores + 1 workers",
-                    "blue-gthread": f"gunicorn gthread, 2 x cores + 1 workers x "
+        "configs": {"blue": f"gunicorn sync, {2 * cores + 1} workers (2 x cores + 1)",
+                    "blue-gthread": f"gunicorn gthread, {2 * cores + 1} workers x "
                                     f"{args.gthread_threads} threads",
-                    "green": "uvicorn uvloop+httptools, 1 worker per core"},
-        "blue_variant_settings": {"worker_class": "gthread", "workers": 2 * cores + 1,
-                                  "threads": args.gthread_threads},
+                    "blue-gevent": f"gunicorn gevent, {args.gevent_workers or 2 * cores + 1} "
+                                   f"workers x {args.gevent_connections} worker_connections",
+                    "green": f"uvicorn uvloop+httptools, {cores} workers (1 per core)"},
         "rate_limit": "disabled for the bench",
         "workload": "POST /api/v1/chat, new session per request: session read, agent "
                     "InvokeAgent (event stream), session write, CloudWatch metrics",

@@ -99,7 +99,7 @@ def test_bounds() -> None:
 
 def test_level_row_picks_the_lower_bound_and_ratios() -> None:
     runs = {"blue": run("blue", 200, 25.0), "blue-gthread": run("blue-gthread", 200, 100.0),
-            "green": run("green", 200, 300.0)}
+            "blue-gevent": run("blue-gevent", 200, 150.0), "green": run("green", 200, 300.0)}
     row = level_row(200, 200, 2, runs)
     green = runs["green"]
     assert green.total_cpu_ms_per_req == pytest.approx(4.0 + 2.7 * 1000 / 3000, abs=1e-3)
@@ -110,6 +110,8 @@ def test_level_row_picks_the_lower_bound_and_ratios() -> None:
     assert row["green_of_bound"] == pytest.approx(300 / cpu, abs=0.01)
     assert row["green_over_blue"] == 12.0
     assert row["green_over_blue_gthread"] == 3.0
+    assert row["green_over_blue_gevent"] == 2.0
+    assert (row["blue_rps"], row["blue_gthread_rps"], row["blue_gevent_rps"]) == (25, 100, 150)
     assert row["green_cpu_ms_per_req"] == 4.0
     assert row["blue_errors"] == 0
 
@@ -117,38 +119,46 @@ def test_level_row_picks_the_lower_bound_and_ratios() -> None:
 def test_targets() -> None:
     rows = [level_row(c, 200, 2, {"blue": run("blue", c, 25.0),
                                   "blue-gthread": run("blue-gthread", c, 100.0),
+                                  "blue-gevent": run("blue-gevent", c, 250.0),
                                   "green": run("green", c, 300.0, errors=1 if c == 500 else 0)})
             for c in (200, 500)]
     t = check_targets(rows, Targets())
     assert t["green_over_blue"]["holds"] is True
-    assert t["green_over_blue_gthread"]["holds"] is True
+    assert t["green_over_blue_gthread"]["holds"] is True  # 3.0 >= 2.5
+    assert t["green_over_blue_gevent"] == {"value": 1.2, "limit": 1.5, "holds": False}
     assert t["green_p90_ms"]["holds"] is True
-    assert t["green_cpu_ms_per_req"]["holds"] is True
+    assert t["green_p99_ms"]["holds"] is True  # 300 <= 800
+    assert t["green_cpu_ms_per_req"] == {"value": 4.0, "limit": 2.0, "holds": False}
     assert t["green_errors_all_levels"] == {"value": 1, "limit": 0, "holds": False}
     assert check_targets(rows, Targets(level=50)) == {"level": 50}
 
 
 def test_order_alternates() -> None:
-    assert order_for(0, ["blue", "green", "blue-gthread"]) == ["blue", "green", "blue-gthread"]
-    assert order_for(1, ["blue", "green", "blue-gthread"]) == ["blue-gthread", "green", "blue"]
+    cs = ["blue", "blue-gthread", "green", "blue-gevent"]
+    assert order_for(0, cs) == cs
+    assert order_for(1, cs) == ["blue-gevent", "green", "blue-gthread", "blue"]
 
 
 def test_summary_table_and_plot(tmp_path: Path) -> None:
     runs = [run(c, lvl, rps) for lvl in (10, 200)
-            for c, rps in (("blue", 20.0), ("green", 40.0), ("blue-gthread", 30.0))]
+            for c, rps in (("blue", 20.0), ("green", 40.0), ("blue-gthread", 30.0),
+                           ("blue-gevent", 35.0))]
     meta = {"agent_latency_ms": 200, "duration_s": 10, "cores": 2,
-            "dynamodb_engine": "dynalite", "generator": "wrk",
-            "blue_variant_settings": {"worker_class": "gthread", "threads": 16}}
+            "dynamodb_engine": "dynalite", "generator": "wrk"}
     summary = build_summary(meta, runs, Targets())
     assert [r["concurrency"] for r in summary["levels"]] == [10, 200]
-    assert summary["blue_variant"]["threads"] == 16
-    assert summary["blue_variant"]["levels"][1]["rps"] == 30.0
     for key in ("blue_rps", "blue_p90_ms", "blue_errors", "green_rps", "green_p50_ms",
-                "green_p90_ms", "green_p99_ms", "green_errors", "green_cpu_ms_per_req"):
+                "green_p90_ms", "green_p99_ms", "green_errors", "green_cpu_ms_per_req",
+                "blue_gthread_rps", "blue_gevent_rps", "blue_gevent_p99_ms"):
         assert key in summary["levels"][0]
     table = markdown_table(summary)
+    assert "| 200 | blue (sync) | 20.0 |" in table
     assert "| 200 | blue (gthread) | 30.0 |" in table
+    assert "| 200 | blue (gevent) | 35.0 |" in table
+    assert table.count("| 200 | ") == 5  # four configurations and the bounds' row
+    assert "| 2.00 | 1.33 | 1.14 |" in table  # green over blue, blue-gthread, blue-gevent
     assert "green_over_blue: 2.00 (limit 10.0): MISSED" in table
+    assert "green_over_blue_gevent: 1.14 (limit 1.5): MISSED" in table
     paths = write_outputs(tmp_path, summary)
     assert json.loads(paths[0].read_text())["agent_latency_ms"] == 200
     assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
