@@ -14,9 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devstack.loadbalancer import LoadBalancer, create_local_alb
 from devstack.procs import free_port
 from devstack.run import Server
-from devstack.stack import DevStack
+from devstack.stack import DevStack, create_tables
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 COLORS = ("blue", "green")
@@ -105,3 +106,47 @@ def test_metrics_need_their_own_bearer_token(behind_alb: Server) -> None:
             ok = http.get(path, headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
             assert ok.status_code == 200, ok.text
         assert http.get("/health").status_code == 200  # the ALB's health check stays open
+
+
+@pytest.fixture(scope="module")
+def both_behind_local_alb(e2e_stack: DevStack, tmp_path_factory: pytest.TempPathFactory
+                          ) -> Iterator[dict[str, str]]:
+    """Both colors (each on its own rate-limit table) behind devstack's local ALB, which appends
+    the address it was connected from to X-Forwarded-For, as an ALB does. Returns each color's
+    URL through the ALB (production listener: blue; test listener: green)."""
+    log_dir = tmp_path_factory.mktemp("alb")
+    servers: dict[str, Server] = {}
+    try:
+        for color in COLORS:
+            run = uuid.uuid4().hex[:6]
+            tables = (f"alb_{color}_{run}_sessions", f"alb_{color}_{run}_limits")
+            create_tables(e2e_stack.moto_url, *tables)
+            env = {**e2e_stack.env(*tables), "ENVIRONMENT": "prod", "API_KEYS": "",
+                   "AUTH_DISABLED": "true", "TRUST_FORWARDED_FOR": "true",
+                   "RATE_LIMIT_REQUESTS": "2", "RATE_LIMIT_WINDOW_S": "3600",
+                   "METRICS_NAMESPACE": f"E2E/{uuid.uuid4().hex}"}
+            servers[color] = Server(color, free_port(), env, workers=1,
+                                    log_path=log_dir / f"{color}.log").start()
+        for server in servers.values():
+            server.wait_healthy(60)
+        alb = create_local_alb(e2e_stack.moto_url, {c: s.url for c, s in servers.items()},
+                               name=f"e2e-{uuid.uuid4().hex[:8]}")
+        with LoadBalancer(e2e_stack.moto_url, {alb.production_listener_arn: 0,
+                                               alb.test_listener_arn: 0},
+                          health_interval_s=0.25) as lb:
+            yield {"blue": lb.urls[alb.production_listener_arn],
+                   "green": lb.urls[alb.test_listener_arn]}
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+@pytest.mark.parametrize("color", COLORS)
+def test_through_the_local_alb_a_forged_hop_buys_no_fresh_window(
+        both_behind_local_alb: dict[str, str], color: str) -> None:
+    path = f"/api/v1/chat/sessions/s-{uuid.uuid4().hex[:8]}"
+    with httpx.Client(base_url=both_behind_local_alb[color], timeout=15) as http:
+        answers = [http.get(path, headers={"X-Forwarded-For": forged})
+                   for forged in ("6.6.6.1", "6.6.6.2", "6.6.6.3")]
+    assert [r.headers.get("x-app-color") for r in answers] == [color] * 3
+    assert [r.status_code for r in answers] == [404, 404, 429]  # one client: the ALB's hop
