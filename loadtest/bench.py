@@ -49,6 +49,8 @@ from devstack.run import Server
 from devstack.stack import FAKE_CREDENTIALS, create_tables
 from loadtest.bench_report import RunResult, Targets, build_summary, write_outputs
 from loadtest.bench_wrk import LUA_SCRIPT, parse_wrk_output, wrk_command
+from loadtest.scaling import run_scaling
+from loadtest.scaling import write as write_scaling
 from shared.sessions import rate_limit_table_spec, sessions_table_spec
 from shared.settings import DEV_API_KEY
 
@@ -314,6 +316,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quiesce-max", type=float, default=20.0,
                    help="longest wait for the previous run's queue to drain (20 s)")
     p.add_argument("--target-level", type=int, default=200)
+    p.add_argument("--scaling", action="store_true",
+                   help="instead of the sweep: green with 1 worker pinned to 1 core, then 1 "
+                        "worker per core on every core (loadtest/scaling.py)")
+    p.add_argument("--scaling-levels", default="25,50,75,100,150,200,300",
+                   help="users per run in --scaling (25,50,75,100,150,200,300)")
+    p.add_argument("--scaling-p90-ms", type=float, default=None,
+                   help="the objective in --scaling (default: the bench's p90 target)")
     p.add_argument("--out", type=Path, default=ROOT / "reports" / "bench")
     return p.parse_args(argv)
 
@@ -331,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     script = args.out / "chat.lua"
     script.write_text(LUA_SCRIPT)
+    if args.scaling:
+        return scaling_main(args, log_dir, script)
     runs_total = len(levels) * len(configs)
     print(f"bench: {runs_total} runs of {args.duration}s (about "
           f"{(runs_total * (args.duration + 2) + 60) / 60:.0f} min) ({', '.join(configs)} at "
@@ -342,19 +353,12 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[RunResult] = []
     try:
         helpers.start()
-        env = {**FAKE_CREDENTIALS, "DYNAMODB_ENDPOINT_URL": helpers.dynamodb_url,
-               "CLOUDWATCH_ENDPOINT_URL": helpers.url("moto"),
-               "BEDROCK_ENDPOINT_URL": helpers.url("agent_emulator"),
-               "API_KEYS": DEV_API_KEY, "RATE_LIMIT_ENABLED": "false"}
+        env = bench_env(helpers)
         for config in configs:
             servers[config] = server_for(config, env, args, log_dir / f"{config}.log").start()
         for server in servers.values():
             server.wait_healthy(timeout_s=90)
-            if args.warmup > 0:
-                run_wrk(wrk_command(args.wrk, server.url, script, DEV_API_KEY, 10,
-                                    args.warmup, threads=1, timeout_s=args.wrk_timeout))
-                assert server.proc is not None
-                quiesce(helpers, server.proc.pid, args.quiesce_max)
+            warm_up(server, helpers, script, args)
         print(f"bench: helpers and servers up in {time.monotonic() - t0:.0f}s", flush=True)
         n = 0
         for i, level in enumerate(levels):
@@ -395,6 +399,45 @@ def main(argv: list[str] | None = None) -> int:
     print((args.out / "table.md").read_text(), flush=True)
     print("bench: wrote " + ", ".join(str(p.relative_to(ROOT)) if p.is_relative_to(ROOT)
                                       else str(p) for p in paths), flush=True)
+    return 0
+
+
+def bench_env(helpers: Helpers) -> dict[str, str]:
+    return {**FAKE_CREDENTIALS, "DYNAMODB_ENDPOINT_URL": helpers.dynamodb_url,
+            "CLOUDWATCH_ENDPOINT_URL": helpers.url("moto"),
+            "BEDROCK_ENDPOINT_URL": helpers.url("agent_emulator"),
+            "API_KEYS": DEV_API_KEY, "RATE_LIMIT_ENABLED": "false"}
+
+
+def warm_up(server: Server, helpers: Helpers, script: Path, args: argparse.Namespace) -> None:
+    if args.warmup > 0:
+        run_wrk(wrk_command(args.wrk, server.url, script, DEV_API_KEY, 10, args.warmup,
+                            threads=1, timeout_s=args.wrk_timeout))
+        assert server.proc is not None
+        quiesce(helpers, server.proc.pid, args.quiesce_max)
+
+
+def scaling_main(args: argparse.Namespace, log_dir: Path, script: Path) -> int:
+    t0 = time.monotonic()
+    print(f"bench --scaling: green, 1 worker on 1 core then 1 per core, at "
+          f"{args.scaling_levels} users, {args.duration}s each, load average "
+          f"{os.getloadavg()[0]:.2f}", flush=True)
+    helpers = Helpers(args.dynamodb, args.agent_latency_ms, log_dir)
+    try:
+        helpers.start()
+        summary = run_scaling(
+            args, helpers, bench_env(helpers), script, log_dir,
+            measure=lambda config, server, level: measure(config, server, helpers, script, args,
+                                                          level, args.duration),
+            quiesce=lambda pid: quiesce(helpers, pid, args.quiesce_max),
+            warm=lambda server: warm_up(server, helpers, script, args))
+    finally:
+        helpers.stop()
+    summary["dynamodb_engine"] = _engine_name(args.dynamodb)
+    summary["elapsed_s"] = round(time.monotonic() - t0, 1)
+    paths = write_scaling(args.out, summary)
+    print(paths[1].read_text(), flush=True)
+    print("bench: wrote " + ", ".join(str(p) for p in paths), flush=True)
     return 0
 
 
