@@ -142,6 +142,10 @@ class WireProtocol(HttpToolsProtocol):
                 self._refusal = 400
                 raise _Refused(400)
             self._seen.add(key)
+        if key == b"transfer-encoding" and wire.unknown_transfer_coding(
+                value.decode("latin-1")):
+            self._refusal = 400
+            raise _Refused(400)
         if key == b"expect" and not wire.expectation_ok(value.decode("latin-1")):
             self._refusal = 417
             raise _Refused(417)

@@ -126,7 +126,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         if early is not None:
             return _to_flask(early)
         if has_empty_segment(request.environ.get("RAW_URI") or request.path):
-            return _to_flask(ex.not_found())  # green's router: no route has an empty segment
+            # green's router: no route has an empty segment, so it is counted as unmatched
+            # (gunicorn hands Flask the path with the slashes merged: /health)
+            ex.route, ex.template = None, None
+            return _to_flask(ex.not_found())
         if ex.needs_rate_limit():
             run_sync(ex.rate_limit_flow(runtime.ctx), aws.execute)
         return None

@@ -54,6 +54,16 @@ def bad_request_start(data: bytes) -> bool:
     return not any(s.startswith(head[:size]) or head.startswith(s) for s in _STARTS)
 
 
+# the transfer codings gunicorn's parser knows (gunicorn/http/message.py); any other is refused
+# with 400 before the app runs, in both colors (llhttp alone would read on and hand it over)
+TRANSFER_CODINGS = frozenset(("chunked", "identity", "gzip", "deflate", "compress"))
+
+
+def unknown_transfer_coding(value: str) -> bool:
+    """Whether a ``Transfer-Encoding`` value names a coding neither server can decode."""
+    return any(v.strip(" \t").lower() not in TRANSFER_CODINGS for v in value.split(","))
+
+
 def known_method(method: str) -> bool:
     return method in METHODS
 

@@ -650,9 +650,10 @@ class CheckRun:
         if "dependency_down" in self.names:
             self.down = [boot_with_dependencies_down(color, moto.url, self.log_dir)
                          for color in COLORS]
-        # start_running() would overlap the checks with the corpus (their servers are their
-        # own), but on 2 cores their bursts starve the lanes' moto: a rate-limit increment
-        # retried after a read timeout is counted twice, a false difference. They run after it.
+        # start_running() overlaps the checks with the corpus (their servers are their own).
+        # On 2 cores their bursts slow the lanes' moto; a rate-limit increment retried after a
+        # read timeout used to count twice (a false difference), no longer: shared/flows.py
+        # rate_limit refuses its own retry.
         return self
 
     def start_running(self) -> CheckRun:

@@ -184,8 +184,11 @@ def main(argv: list[str] | None = None) -> int:
             stack = LocalLanes(args.report_dir / "logs", metrics_per_step=args.metrics_per_step,
                                cases=len(cases)).__enter__()
         try:
-            if names:  # the checks' own stack boots while the corpus runs; they run after it
+            if names:  # the checks have their own stack and servers: they run while the
+                # corpus does (PARITY_CHECKS_AFTER=1 runs them after it, one thing at a time)
                 check_run = checks.CheckRun(names, args.report_dir / "logs").start()
+                if os.environ.get("PARITY_CHECKS_AFTER") != "1":
+                    check_run.start_running()
             console.print(f"booted {len(stack.lanes)} lanes in {stack.boot_s:.1f} s: " +
                           ", ".join(f"{lane.name} {lane.url}" for lane in stack.lanes))
             phases: dict[str, float] = {"boot": stack.boot_s}

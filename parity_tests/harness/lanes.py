@@ -55,9 +55,10 @@ PARITY_ENV = {
     # a CloudWatch outage case sees a flush fail in every lane within about a second
     "METRICS_FLUSH_INTERVAL_S": "1",
     # the wire corpus's slow and idle clients (parity_tests/cases/wire_slow.yaml) are closed
-    # within about a second (10 s and 30 s by default)
-    "CLIENT_HEADER_TIMEOUT_S": "1",
-    "CLIENT_BODY_TIMEOUT_S": "1",
+    # within seconds (10 s and 30 s by default); not tighter: on a loaded 2-core machine a
+    # 1 MiB body (limits/) must still be read whole within the body bound
+    "CLIENT_HEADER_TIMEOUT_S": "2",
+    "CLIENT_BODY_TIMEOUT_S": "3",
     "ENVIRONMENT": "test",
 }
 

@@ -377,7 +377,7 @@ def curl(base_url: str, step: StepResult, lane: str) -> str:
 def _lane_pair(step: StepResult, noise: bool) -> tuple[str, str]:
     """The two lanes a delta of ``step`` compares: baseline and A/A lane for undeclared noise,
     baseline and candidate (the last lane) for a difference."""
-    names = list(step.responses)
+    names = list(step.responses) or list(step.effects)  # a step of effects alone: no answers
     if noise and "blue-aa" in names:
         return names[0], "blue-aa"
     return names[0], names[-1]

@@ -29,6 +29,17 @@ from urllib.parse import unquote
 from parity_tests.harness.lanes import Lane, SideEffects
 from parity_tests.harness.model import ABSENT, Case, Request
 
+SLOW_RAW_AT_ONCE = 2  # slow-client raw cases in flight at once (each holds a blue worker)
+
+
+def holds_a_worker(case: Case) -> bool:
+    """A raw case whose client is slow or idle on purpose: it holds one of blue's sync workers
+    until a server bound closes it, so only :data:`SLOW_RAW_AT_ONCE` run at once (were blue's
+    workers all held, the next connection would wait in the backlog, its bounds starting late
+    in blue only)."""
+    return any(s.raw is not None and (s.expect_end in ("closed", "timeout") or any(
+        isinstance(w, dict) and "pause" in w for w in s.raw.writes)) for s in case.steps)
+
 
 def runs_alone(case: Case) -> bool:
     """Whether the case must have the lanes to itself."""

@@ -33,7 +33,14 @@ from parity_tests.harness.model import (
     get_path,
 )
 from parity_tests.harness.model import _fill as _fill_text
-from parity_tests.harness.routing import RoutedEffects, answer_names, request_names, runs_alone
+from parity_tests.harness.routing import (
+    SLOW_RAW_AT_ONCE,
+    RoutedEffects,
+    answer_names,
+    holds_a_worker,
+    request_names,
+    runs_alone,
+)
 from parity_tests.harness.rules import KnownDifference, NoiseRule
 from shared.routes import Route, routes_for_path
 
@@ -278,13 +285,25 @@ class Runner:
         by_index: dict[int, CaseResult] = {}
         shared = [(i, c) for i, c in enumerate(cases) if not runs_alone(c)]
         alone = [(i, c) for i, c in enumerate(cases) if runs_alone(c)]
-        queue = iter(shared)
-        queue_lock = threading.Lock()
+        queue = list(shared)
+        queue_lock = threading.Condition()
+        slow = {i for i, c in shared if holds_a_worker(c)}
+        slow_running = [0]
+
+        def take() -> tuple[int, Case] | None:
+            """The next case, skipping slow raw ones while SLOW_RAW_AT_ONCE are running."""
+            with queue_lock:
+                while queue:
+                    for at, (index, _case) in enumerate(queue):
+                        if index not in slow or slow_running[0] < SLOW_RAW_AT_ONCE:
+                            slow_running[0] += index in slow
+                            return queue.pop(at)
+                    queue_lock.wait()  # only slow ones are left: wait for one to end
+                return None
 
         def worker() -> None:
             while True:
-                with queue_lock:
-                    item = next(queue, None)
+                item = take()
                 if item is None:
                     return
                 index, case = item
@@ -293,6 +312,10 @@ class Runner:
                 except Exception as exc:  # one case's crash is its own failure, not the run's
                     result = CaseResult(case, error=f"runner: {type(exc).__name__}: {exc}")
                 by_index[index] = result
+                if index in slow:
+                    with queue_lock:
+                        slow_running[0] -= 1
+                        queue_lock.notify_all()
                 self._done(result)
 
         threads = [threading.Thread(target=worker, name=f"parity-case-{n}")

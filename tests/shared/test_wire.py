@@ -26,6 +26,13 @@ def test_a_path_with_an_empty_segment_matches_no_route(target: str, empty: bool)
     assert wire.has_empty_segment(target) is empty
 
 
+@pytest.mark.parametrize(("value", "unknown"), [
+    ("chunked", False), ("gzip, chunked", False), ("Chunked", False), ("identity", False),
+    ("xchunked", True), ("chunked, x-custom", True), ("chunked\x0b", True)])
+def test_only_the_codings_gunicorn_knows_pass(value: str, unknown: bool) -> None:
+    assert wire.unknown_transfer_coding(value) is unknown
+
+
 def test_only_100_continue_is_met() -> None:
     assert wire.expectation_ok("100-Continue")
     assert not wire.expectation_ok("bogus")
