@@ -63,8 +63,6 @@ BODY_ERRORS = (400, 413, 415, 422)
 # A route with a path parameter: a value holding "/" (or empty) matches no route (404), one
 # that makes the path longer than 2048 characters is 414, any other bad value 422.
 PATH_ERRORS = (404, 414, 422)
-# METRICS_ACCESS (shared/web.py check_metrics_access): key without the token 401, off 404
-METRICS_ERRORS = tuple(sorted({*COMMON_ERRORS, 401, 404}))
 
 ROUTES: tuple[Route, ...] = (
     Route("health", "GET", "/health", "Liveness: no dependency is called.", "health",
@@ -87,9 +85,9 @@ ROUTES: tuple[Route, ...] = (
           auth=True, query=("limit", "cursor"), errors=tuple(sorted({*API_ERRORS, *PATH_ERRORS}))),
     Route("metrics_performance", "GET", "/metrics/performance",
           "Request statistics of the whole instance over the last 60 s.", "metrics",
-          ok_model=PerformanceSnapshot, errors=METRICS_ERRORS),
+          ok_model=PerformanceSnapshot, errors=COMMON_ERRORS),
     Route("metrics", "GET", "/metrics", "Prometheus text exposition for the whole instance.",
-          "metrics", ok_media="text/plain", errors=METRICS_ERRORS),
+          "metrics", ok_media="text/plain", errors=COMMON_ERRORS),
     Route("openapi", "GET", "/openapi.json", "This document.", "meta",
           ok_media="application/json", errors=COMMON_ERRORS),
 )
