@@ -183,6 +183,7 @@ def run_scaling(args: argparse.Namespace, helpers: Any, env: dict[str, str], scr
         server = Server("green", free_port(), env, workers=setup.workers,
                         log_path=log_dir / f"scaling-green-{setup.workers}w.log").start()
         runs: list[RunResult] = []
+        misses = 0
         try:
             assert server.proc is not None
             pin([server.proc.pid], set(setup.app_cores))
@@ -198,8 +199,10 @@ def run_scaling(args: argparse.Namespace, helpers: Any, env: dict[str, str], scr
                       f"{r.app_cpu_ms_per_req} CPU-ms/req, "
                       f"{r.app_cpu_s / max(r.duration_s, 1e-9):.2f} cores  other CPU "
                       f"{r.other_cpu_s}s (drained {waited:.1f}s)", flush=True)
-                if r.p90_ms is None or r.p90_ms > 2 * p90 or r.errors:
-                    break  # well past the knee: the next levels say nothing more
+                missed = r.errors or r.p90_ms is None or r.p90_ms > p90
+                misses = misses + 1 if missed else 0
+                if misses >= 2:
+                    break  # two levels in a row past the objective: the knee is behind
         finally:
             server.stop()
             pin([os.getpid()], every)

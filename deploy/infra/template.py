@@ -12,7 +12,9 @@ Nothing here repeats a fact that lives elsewhere:
 - the containers: port, health check and command from ``docker/<color>.Dockerfile``;
 - the load balancer: the ports, rule priority and role tag of ``devstack.loadbalancer`` (the
   rehearsal's ALB), so the cutover controller finds the same shape locally and on AWS;
-- permissions: :mod:`deploy.infra.policy` (from the apps' AWS calls).
+- permissions: :mod:`deploy.infra.policy` (from the apps' AWS calls);
+- the task size and the worker counts: :mod:`deploy.infra.sizing` (from ``make bench
+  BENCH_ARGS=--scaling``).
 
 ``template.yaml`` next to this file is the rendered result; a test fails when it differs from
 :func:`render` (regenerate with ``python -m deploy stack template --write``).
@@ -29,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from deploy.infra import sizing
 from deploy.infra.policy import task_role_statements
 from deploy.plan import DEFAULT_PLAN, Plan, load_plan
 from devstack.loadbalancer import PRODUCTION_PORT, ROLE_TAG, RULE_PRIORITY, TEST_PORT
@@ -48,8 +51,8 @@ TEMPLATE_PATH = Path(__file__).resolve().parent / "template.yaml"
 COLORS = ("blue", "green")
 ELB_NAMESPACE = "AWS/ApplicationELB"
 CHAT_ENDPOINT = BY_NAME["chat"].path
-# the guide's task size (1 vCPU / 2 GiB) and its ECS alarms (CPU > 80 %, memory > 85 %)
-TASK_CPU, TASK_MEMORY = "1024", "2048"
+# the task size (deploy/infra/sizing.py) and the guide's ECS alarms (CPU > 80 %, memory > 85 %)
+TASK_CPU, TASK_MEMORY = sizing.task_cpu_units(), sizing.task_memory()
 ECS_ALARMS = {"CPUUtilization": 80.0, "MemoryUtilization": 85.0}
 # alarms page on 2 of 3 windows (a gate acts on one: the controller is watching)
 EVALUATION_PERIODS, DATAPOINTS_TO_ALARM = 3, 2
@@ -327,6 +330,7 @@ def ecs() -> dict[str, Any]:
             "BEDROCK_AGENT_ID": _ref("AgentId"), "BEDROCK_AGENT_ALIAS_ID": _ref("AgentAliasId"),
             "METRICS_NAMESPACE": namespace,
             "APP_VERSION": _ref(f"{c}Image"),
+            "WEB_CONCURRENCY": str(sizing.workers(color)),
         }
         out[f"{c}TaskDefinition"] = {"Type": "AWS::ECS::TaskDefinition", "Properties": {
             "Family": _sub(f"${{Name}}-{color}"), "Cpu": TASK_CPU, "Memory": TASK_MEMORY,
