@@ -70,7 +70,8 @@ parity: install
 	  $(if $(GREEN_URL),--green-url $(GREEN_URL)) $(if $(PROFILE),--profile $(PROFILE)) \
 	  $(if $(REPLAY),--replay $(REPLAY)) $(if $(KEEP_LANES),--keep-lanes)
 
-# make bench [BENCH_ARGS="--levels 10,50,200,500 --duration 15 --agent-latency-ms 200"]
+# make bench [BENCH_ARGS="--levels 10,50,200,500 --duration 15 --agent-latency-ms 200"]: blue
+# (sync, gthread, gevent) and green (python -m loadtest.bench); BENCH_ARGS=--scaling: green per core.
 # installs what is missing: wrk (Debian package) and dynalite (npm ci, devstack/dynalite's lock)
 bench: install
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
