@@ -60,6 +60,8 @@ every other case as skipped, with the reason::
       - emulator-faults        # [[fault:...]], [[latency:...]], [[chunks:...]] markers honoured
       - store-faults           # ddb:KIND:Operation markers in ids (the devstack fault injector)
       - store-control          # control steps (switches the injector for every lane)
+      - raw-wire               # raw steps: the targets are the servers themselves over plain
+                               # HTTP, no proxy in front (added by itself when a step is raw)
       - settings:              # the targets' settings the expectations assume
           api_keys: 2                          # at least this many keys the runner may use
           cors_origins: [https://app.example.com]   # each of these allowed
@@ -74,7 +76,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -200,7 +202,9 @@ class Step:
         return self.control is not None
 
 
-FLAGS = ("emulator-faults", "store-faults", "store-control")
+# a case's flag needs; raw-wire is added by itself when a step is raw (its bytes go to the
+# servers themselves over plain HTTP: a proxy in front would answer or rewrite many of them)
+FLAGS = ("emulator-faults", "store-faults", "store-control", "raw-wire")
 # settings a case may need, and how a requirement is read: count (at least n), origins (each of
 # these allowed), number (exact, or {min:, max:})
 SETTING_KINDS: dict[str, str] = {
@@ -454,6 +458,9 @@ def case_from_dict(raw: Any, source: str, index: int) -> Case:
                 "")), source=source, tags=tuple(raw.get("tags", ())),
                 variables={str(k): str(v) for k, v in (raw.get("vars") or {}).items()},
                 unordered=tuple(raw.get("unordered", ())), needs=_needs(raw.get("needs"), where))
+    if any(s.raw is not None for s in case.steps) and not any(
+            n.kind == "raw-wire" for n in case.needs):
+        case = replace(case, needs=(*case.needs, Need("raw-wire")))
     _check_needs(case, where)
     return case
 

@@ -2,7 +2,9 @@
 
 A :class:`StagingProfile` (YAML, ``parity_tests/profiles/*.yaml``) says what the targets honour:
 whether their agent is the emulator (fault markers honoured) or a real one, whether the devstack
-store fault injector sits in front of their DynamoDB, and the settings the corpus depends on.
+store fault injector sits in front of their DynamoDB, whether they are the servers themselves over
+plain HTTP (``raw_wire``: raw steps reach their parsers; never behind an ALB), and the settings
+the corpus depends on.
 Each case declares its needs (:mod:`parity_tests.harness.model`); a case the targets cannot
 honour is skipped and listed with its reason. API key *values* never live in a profile: they come
 from the caller (``api_key=``) or the environment (``PARITY_API_KEY``, ``PARITY_API_KEY_2``, ...).
@@ -107,6 +109,11 @@ class StagingProfile(BaseModel):
         "ignored, chat response text and tokens_used compared by type only"))
     store_faults: bool = Field(default=False, description=(
         "the devstack store fault injector serves the targets' DynamoDB (ddb:KIND:Op markers)"))
+    raw_wire: bool = Field(default=False, description=(
+        "the targets are the servers themselves over plain HTTP, no proxy in front: raw steps "
+        "(exact bytes on a socket, parity_tests/harness/wire.py) reach their parsers. False "
+        "behind an ALB or any proxy, which answers, refuses or rewrites many of them "
+        "(docs/alb.md)"))
     settings: TargetSettings = TargetSettings()
 
     @classmethod
@@ -125,8 +132,16 @@ class StagingProfile(BaseModel):
 
     # --- which cases the targets can honour --------------------------------------------------
 
-    def unmet(self, need: Need, keys: int) -> str | None:
-        """Why ``need`` cannot be honoured (None: it can). ``keys``: key values at hand."""
+    def unmet(self, need: Need, keys: int, plain_http: bool = True) -> str | None:
+        """Why ``need`` cannot be honoured (None: it can). ``keys``: key values at hand;
+        ``plain_http``: whether every target URL is http:// (raw steps need it)."""
+        if need.kind == "raw-wire":
+            if not self.raw_wire:
+                return ("raw steps send exact bytes to the servers themselves over plain HTTP; "
+                        "the profile says raw_wire: false (a proxy in front, e.g. an ALB, "
+                        "answers or rewrites them: docs/alb.md)")
+            return None if plain_http else (
+                "raw steps send exact bytes over plain HTTP; a target URL is https://")
         if need.kind == "store-control":
             return ("control steps switch the devstack fault injector for every lane at once "
                     "(local runs only)")
@@ -157,12 +172,18 @@ class StagingProfile(BaseModel):
             ok = have == need.value
         return None if ok else f"needs {need.describe()}; the targets have {have:g}"
 
-    def skip_reason(self, case: Case, keys: int = 1) -> tuple[str, str] | None:
+    def skip_reason(self, case: Case, keys: int = 1, plain_http: bool = True
+                    ) -> tuple[str, str] | None:
         """(class, reason) of the first need the targets cannot honour, or None."""
         if case.controlled and not any(n.kind == "store-control" for n in case.needs):
             return "store-control", self.unmet(Need("store-control"), keys) or ""
+        if any(s.raw is not None for s in case.steps) and not any(
+                n.kind == "raw-wire" for n in case.needs):  # a case built in code
+            reason = self.unmet(Need("raw-wire"), keys, plain_http)
+            if reason is not None:
+                return "raw-wire", reason
         for need in case.needs:
-            reason = self.unmet(need, keys)
+            reason = self.unmet(need, keys, plain_http)
             if reason is not None:
                 cls = need.kind if need.kind != "setting" else f"settings.{need.setting}"
                 return cls, reason
@@ -377,13 +398,13 @@ def _check_url(name: str, url: str) -> None:
         raise ValueError(f"{name} must be an http(s) URL, not {url!r}")
 
 
-def select(cases: list[Case], profile: StagingProfile, keys: int
+def select(cases: list[Case], profile: StagingProfile, keys: int, plain_http: bool = True
            ) -> tuple[list[Case], list[dict[str, str]]]:
     """The cases the targets can honour, and every other one with its class and reason."""
     run: list[Case] = []
     skipped: list[dict[str, str]] = []
     for case in cases:
-        why = profile.skip_reason(case, keys)
+        why = profile.skip_reason(case, keys, plain_http)
         if why is None:
             run.append(case)
         else:
@@ -444,7 +465,8 @@ def run_staging(blue_url: str, green_url: str, *, profile: StagingProfile | None
     lane_names = ["blue", "green"]
     prefixes = lane_prefixes(lane_names)
     notes = [f"Staging profile {profile.name!r} (agent: {profile.agent}, store faults: "
-             f"{'yes' if profile.store_faults else 'no'}): side effects (DynamoDB, CloudWatch, "
+             f"{'yes' if profile.store_faults else 'no'}, raw wire: "
+             f"{'yes' if profile.raw_wire else 'no'}): side effects (DynamoDB, CloudWatch, "
              "agent calls) and the A/A baseline are NOT checked; only answers are compared.",
              "Ids are prefixed per lane and run (" + ", ".join(
                  f"{k} {v}" for k, v in prefixes.items()) + "); answers show them as <lane>-."]
@@ -467,7 +489,8 @@ def run_staging(blue_url: str, green_url: str, *, profile: StagingProfile | None
             sources["generated"] = len(extra)
         if case_filter:
             cases = [c for c in cases if case_filter in c.id]
-        cases, skipped = select(cases, profile, len(keys))
+        plain_http = all(u.startswith("http://") for u in (blue_url, green_url))
+        cases, skipped = select(cases, profile, len(keys), plain_http)
         sources["skipped"] = len(skipped)
         problems = [p for p in (probe(blue_url), probe(green_url)) if p]
         if not problems:

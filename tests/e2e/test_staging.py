@@ -92,3 +92,20 @@ def test_without_per_lane_ids_the_colors_collide(make_run: tuple[DevStack, str, 
             lane.http.close()
     failed = [r.case.id for r in results if r.failed]
     assert failed, "shared ids went unnoticed"
+
+
+def test_raw_cases_reach_the_servers_and_are_skipped_behind_a_proxy(
+        make_run: tuple[DevStack, str, str], tmp_path: Path) -> None:
+    """make-run's targets are the servers themselves over plain HTTP: raw cases run and pass;
+    the rehearsal's profile (the local ALB in front) lists the same cases as skipped."""
+    _, blue, green = make_run
+    result = run_staging(blue, green, profile=StagingProfile.load(PROFILE), api_key=DEV_API_KEY,
+                         report_dir=tmp_path / "raw", case_filter="wire_headers/")
+    assert result.passed, result.summary["first_differences"] or result.summary
+    assert result.summary["cases"] >= 10
+    assert result.summary["skipped"] == []
+    rehearsal = StagingProfile.load(PROFILE.parent / "rehearsal.yaml")
+    result = run_staging(blue, green, profile=rehearsal, api_key=DEV_API_KEY,
+                         report_dir=tmp_path / "proxy", case_filter="wire_headers/")
+    assert result.summary["cases"] == 0
+    assert {s["class"] for s in result.summary["skipped"]} == {"raw-wire"}

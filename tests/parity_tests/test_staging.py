@@ -191,6 +191,65 @@ def test_make_run_skips_only_what_it_cannot_honour() -> None:
     assert len(run) + len(skipped) == len(cases)
 
 
+REHEARSAL = ROOT / "parity_tests" / "profiles" / "rehearsal.yaml"
+RAW = {"raw": {"send": [{"head": ["GET /health HTTP/1.1", "Host: {{host}}"]}]}}
+
+
+def test_a_raw_step_needs_raw_wire_by_itself_once() -> None:
+    assert [n.kind for n in _case(**RAW).needs] == ["raw-wire"]
+    declared = _case(needs=["raw-wire", "emulator-faults"], **RAW)
+    assert [n.kind for n in declared.needs] == ["raw-wire", "emulator-faults"]
+    assert _case(request={"method": "GET", "path": "/health"}).needs == ()
+    steps = _case(steps=[{"request": {"method": "GET", "path": "/health"}}, RAW])
+    assert [n.kind for n in steps.needs] == ["raw-wire"]
+
+
+def test_raw_cases_run_against_the_servers_and_are_skipped_behind_a_proxy() -> None:
+    cases = [c for c in load_corpus(ROOT / "parity_tests" / "cases")
+             if c.id.startswith("wire_")]
+    assert len(cases) > 10
+    assert all(any(s.raw for s in c.steps) for c in cases)
+    run, skipped = select(cases, StagingProfile.load(MAKE_RUN), keys=1)
+    assert not [s for s in skipped if s["class"] == "raw-wire"]
+    for profile in (StagingProfile.load(REHEARSAL), StagingProfile()):
+        run, skipped = select(cases, profile, keys=1)
+        assert run == []
+        assert {s["class"] for s in skipped} == {"raw-wire"}
+        assert all("raw_wire: false" in s["reason"] for s in skipped)
+    run, skipped = select(cases, StagingProfile.load(MAKE_RUN), keys=1, plain_http=False)
+    assert run == []
+    assert all("https://" in s["reason"] for s in skipped)
+    # a raw case built in code, without the need, is judged the same
+    bare = Case(id="x/bare", steps=cases[0].steps)
+    why = StagingProfile().skip_reason(bare)
+    assert bare.needs == ()
+    assert why is not None
+    assert why[0] == "raw-wire"
+    assert StagingProfile.load(MAKE_RUN).skip_reason(bare) is None
+
+
+def test_skipped_raw_cases_are_listed_in_every_report(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    down = f"http://127.0.0.1:{free_port()}"
+    result = run_staging(down, down, profile=StagingProfile.load(REHEARSAL),
+                         report_dir=tmp_path, case_filter="wire_headers/")
+    skipped = result.summary["skipped"]
+    assert skipped
+    assert {s["class"] for s in skipped} == {"raw-wire"}
+    assert result.summary["skipped_by_class"] == {"raw-wire": len(skipped)}
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk["skipped"] == skipped
+    junit = (tmp_path / "junit.xml").read_text(encoding="utf-8")
+    assert junit.count("<skipped") == len(skipped)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert all(s["case"] in page for s in skipped)
+    assert "raw_wire: false" in page
+    terminal = capsys.readouterr().out
+    assert f"skipped {len(skipped)} cases the targets cannot honour (raw-wire" in terminal
+    assert f"  skipped {skipped[0]['case']}: raw steps" in terminal
+
+
 # --- per-lane ids ------------------------------------------------------------------------------
 
 STATIC = {"case": "chat-x"}
