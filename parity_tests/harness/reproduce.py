@@ -16,6 +16,13 @@ Python 3.9+), so QA can run it anywhere, against local lanes (``--keep-lanes``) 
 
 Control steps (fault switches) are applied through ``PARITY_FAULTS_URL`` (the devstack fault
 injector, printed by ``--keep-lanes``) when it is set, and skipped with a warning otherwise.
+
+Raw steps (``raw:``, :mod:`parity_tests.harness.wire`) are sent as the runner sends them: their
+exact bytes on one socket per target (host and port from the target's URL, which must be
+``http://``), the writes, pauses and half-close in order, ``{{host}}`` and ``{{api_key}}`` filled
+at run time; every answer is printed raw (escaped) and compared as the runner compares it: the
+first answer's status, each answer's ``status error_code`` (or ``non-envelope``) and how the
+connection ended (``answered``, ``closed``, ``reset``, ``timeout``).
 """
 
 from __future__ import annotations
@@ -51,6 +58,15 @@ def case_plan(case: Case) -> dict[str, Any]:
     for step in case.steps:
         if step.control is not None:
             steps.append({"name": step.name, "control": step.control})
+            continue
+        if step.raw is not None:  # bytes on a socket, as parity_tests/harness/wire.py sends them
+            method, path = step.raw.request_line
+            route = route_of(method, _VAR.sub("x1", path))
+            steps.append({"name": step.name, "raw": {"writes": list(step.raw.writes),
+                                                     "half_close": step.raw.half_close,
+                                                     "read_timeout": step.raw.read_timeout},
+                          "route": route.path if route else None, "capture": {},
+                          "expect_status": step.expect_status, "expect_end": step.expect_end})
             continue
         route = route_of(step.request.method, _VAR.sub("x1", step.request.path))
         steps.append({"name": step.name, "request": _request(step.request),
@@ -155,10 +171,14 @@ def write_reproducers(results: list[CaseResult], out: Path, urls: dict[str, str]
 
 # The script's body: kept as text (it runs without this package), tested through write_reproducers.
 _RUNTIME = r'''
+import errno
 import gzip
 import os
 import re
+import select
+import socket
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -307,6 +327,256 @@ def send(base, request, variables):
             "body": parsed, "error": None, "ms": round((time.perf_counter() - started) * 1000, 1)}
 
 
+# --- raw steps: the same reading of the wire as parity_tests/harness/wire.py ---------------
+
+STATUS_LINE = re.compile(rb"^HTTP/(\d(?:\.\d)?) (\d{3})")
+
+
+def escape(data, limit=2000):
+    text = data[:limit].decode("latin-1").encode("unicode_escape").decode("ascii")
+    return text + ("... (%d bytes)" % len(data) if len(data) > limit else "")
+
+
+def raw_writes(raw, base, variables):
+    """The step's writes as bytes (or pause seconds), {{host}} and {{api_key}} filled."""
+    parsed = urllib.parse.urlsplit(base)
+    values = dict(variables, host="%s:%d" % (parsed.hostname, parsed.port or 80))
+    texts = [w if isinstance(w, str) else w.get("repeat", "") for w in raw["writes"]]
+    if any("api_key" in VAR.findall(t) for t in texts):
+        values["api_key"] = api_key(1)
+    out = []
+    for w in raw["writes"]:
+        if isinstance(w, str):
+            out.append(fill(w, values).encode("latin-1"))
+        elif "pause" in w:
+            out.append(float(w["pause"]))
+        else:
+            out.append(fill(w["repeat"], values).encode("latin-1") * int(w["times"]))
+    return out
+
+
+def describe(writes):
+    return " ".join("(pause %g s)" % w if isinstance(w, float) else escape(w, 300)
+                    for w in writes)
+
+
+def peek_end(sock):
+    if not select.select([sock], [], [], 0)[0]:
+        return None
+    try:
+        return "closed" if sock.recv(1, socket.MSG_PEEK) == b"" else None
+    except OSError:
+        return "reset"
+
+
+def send_raw(base, writes, half_close, read_timeout):
+    parsed = urllib.parse.urlsplit(base)
+    out = {"answers": [], "end": "timeout", "raw": b"", "error": None, "ms": 0}
+    if parsed.scheme != "http":
+        out["error"] = "raw steps need a plain http target, not %s" % base
+        return out
+    started = time.perf_counter()
+    try:
+        sock = socket.create_connection((parsed.hostname, parsed.port or 80), timeout=5)
+    except OSError as exc:
+        out["error"] = "connect: %s" % exc
+        return out
+    buffer = bytearray()
+    ended = None
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for item in writes:
+            if isinstance(item, float):
+                time.sleep(item)
+                ended = peek_end(sock)
+                if ended == "reset":
+                    break
+                continue
+            try:
+                sock.sendall(item)
+            except OSError as exc:
+                if exc.errno in (errno.EPIPE, errno.ECONNRESET):
+                    ended = "reset"
+                    break
+                raise
+        if half_close and ended is None:
+            try:
+                sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                ended = "reset"
+        out["end"] = read_all(sock, buffer, read_timeout)
+        if ended == "reset":
+            out["end"] = "reset"
+    finally:
+        sock.close()
+        out["ms"] = round((time.perf_counter() - started) * 1000, 1)
+    out["raw"] = bytes(buffer)
+    out["answers"] = parse_answers(out["raw"])
+    if out["end"] == "open" and (not out["answers"] or not out["answers"][-1]["complete"]):
+        out["end"] = "timeout"
+    return out
+
+
+def read_all(sock, buffer, read_timeout):
+    deadline = time.monotonic() + read_timeout
+    while len(buffer) < 4 * 1024 * 1024:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return "open"
+        sock.settimeout(remaining)
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            return "open"
+        except OSError as exc:
+            if exc.errno in (errno.ECONNRESET, errno.EPIPE):
+                return "reset"
+            raise
+        if not data:
+            return "closed"
+        buffer += data
+        answers = parse_answers(bytes(buffer))
+        if answers and answers[-1]["complete"]:
+            deadline = min(deadline, time.monotonic() + read_timeout)
+    return "closed"
+
+
+def parse_answers(data):
+    answers = []
+    pos = 0
+    while pos < len(data):
+        head_end = data.find(b"\r\n\r\n", pos)
+        if head_end < 0:
+            if data[pos:].strip():
+                m = STATUS_LINE.match(data[pos:])
+                answers.append({"status": int(m.group(2)) if m else 0, "headers": [],
+                                "body": data[pos:], "complete": False, "version": "1.1"})
+            break
+        lines = data[pos:head_end].split(b"\r\n")
+        m = STATUS_LINE.match(lines[0])
+        status, version = (int(m.group(2)), m.group(1).decode()) if m else (0, "1.1")
+        headers = []
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            headers.append((name.decode("latin-1").strip(), value.decode("latin-1").strip()))
+        pos = head_end + 4
+        answer = {"status": status, "headers": headers, "body": b"", "complete": True,
+                  "version": version}
+        answers.append(answer)
+        if 100 <= status < 200 or status in (204, 304):
+            continue
+        names = dict((k.lower(), v) for k, v in headers)
+        if "chunked" in names.get("transfer-encoding", "").lower():
+            answer["body"], pos, answer["complete"] = chunked(data, pos)
+        elif names.get("content-length", "").isdigit():
+            length = int(names["content-length"])
+            answer["body"] = data[pos:pos + length]
+            answer["complete"] = len(data) - pos >= length
+            pos += length
+        else:
+            answer["body"], pos = data[pos:], len(data)
+        if not answer["complete"]:
+            break
+    return answers
+
+
+def chunked(data, pos):
+    body = bytearray()
+    while True:
+        line_end = data.find(b"\r\n", pos)
+        if line_end < 0:
+            return bytes(body), len(data), False
+        try:
+            size = int(data[pos:line_end].split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            return bytes(body), len(data), False
+        pos = line_end + 2
+        if size == 0:
+            end = data.find(b"\r\n", pos)
+            while end >= 0 and end != pos:
+                pos = end + 2
+                end = data.find(b"\r\n", pos)
+            if end < 0:
+                return bytes(body), len(data), False
+            return bytes(body), end + 2, True
+        if len(data) < pos + size + 2:
+            body += data[pos:pos + size]
+            return bytes(body), len(data), False
+        body += data[pos:pos + size]
+        pos += size + 2
+
+
+def error_code(body):
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return None
+    code = doc.get("error_code") if isinstance(doc, dict) else None
+    return code if isinstance(code, str) and "error" in doc and "request_id" in doc else None
+
+
+def summary(answer):
+    code = error_code(answer["body"])
+    text = ("%s %s" % (answer["status"], code) if code else "%s non-envelope" % answer["status"]
+            if answer["body"].strip() else str(answer["status"]))
+    return text + ("" if answer["complete"] else " (cut short)")
+
+
+def announced_close(answer):
+    connection = dict((k.lower(), v) for k, v in answer["headers"]).get("connection", "").lower()
+    return "close" in connection or (answer["version"] == "1.0"
+                                     and "keep-alive" not in connection)
+
+
+def raw_documents(exchanges):
+    """Per lane what the runner compares (parity_tests.harness.wire.documents)."""
+    cut = None
+    for ex in exchanges.values():
+        if ex["end"] == "closed" and ex["answers"] and announced_close(ex["answers"][-1]):
+            cut = len(ex["answers"]) if cut is None else min(cut, len(ex["answers"]))
+    out = {}
+    for lane, ex in exchanges.items():
+        answers = ex["answers"]
+        end = ex["end"]
+        if end == "open" or (end == "closed" and answers and answers[-1]["complete"]
+                             and announced_close(answers[-1])):
+            end = "answered"
+        summaries = [summary(a) for a in answers]
+        if cut is not None and len(summaries) > cut:
+            summaries, end = summaries[:cut], "answered"
+        out[lane] = {"status": answers[0]["status"] if answers else 0, "answers": summaries,
+                     "end": end}
+    return out
+
+
+def raw_step(step, targets, variables):
+    """Send the step to every target at once; print what each sent back, raw."""
+    writes = {lane: raw_writes(step["raw"], url, variables[lane]) for lane, url in targets}
+    exchanges = {}
+
+    def run(lane, url):
+        exchanges[lane] = send_raw(url, writes[lane], step["raw"]["half_close"],
+                                   step["raw"]["read_timeout"])
+
+    threads = [threading.Thread(target=run, args=target) for target in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    first = targets[0][0]
+    print("step %s: raw %s%s" % (step["name"], describe(writes[first]),
+                                 " (then half-close)" if step["raw"]["half_close"] else ""))
+    docs = raw_documents(exchanges)
+    for lane, _ in targets:
+        ex, doc = exchanges[lane], docs[lane]
+        print("  %-8s %s in %s ms: %s; connection %s (%s)%s"
+              % (lane, doc["status"], ex["ms"], " | ".join(doc["answers"]) or "(no answer)",
+                 doc["end"], ex["end"], " (" + ex["error"] + ")" if ex["error"] else ""))
+        if ex["raw"]:
+            print("           raw answer: %s" % escape(ex["raw"]))
+    return {lane: {"status": docs[lane]["status"]} for lane in docs}, docs
+
+
 def control(step, faults_url):
     config = {k: v for k, v in step["control"].items() if k != "await"}
     if not faults_url:
@@ -330,6 +600,27 @@ def shown(value):
     return text if len(text) <= 300 else text[:300] + "..."
 
 
+def plain_step(step, targets, variables, tokens, names):
+    answers = {}
+    for lane, url in targets:
+        answers[lane] = send(url, step["request"], variables[lane])
+    first = step["request"]["method"] + " " + fill(step["request"]["path"], variables[names[0]])
+    print("step %s: %s" % (step["name"], first))
+    for lane in names:
+        a = answers[lane]
+        print("  %-8s %s in %s ms%s" % (lane, a["status"], a["ms"],
+                                       " (" + a["error"] + ")" if a["error"] else ""))
+    sent_id = any(k.lower() == "x-request-id" for k in step["request"]["headers"])
+    docs = {}
+    for lane, a in answers.items():
+        head = {k: v for k, v in a["headers"].items()
+                if k in HEADERS or (sent_id and k == "x-request-id")}
+        raw = alias({"status": a["status"], "headers": head, "body": a["body"]}, tokens[lane])
+        docs[lane] = flatten(raw["body"], "body", flatten(
+            raw["headers"], "headers", {"status": raw["status"]}))
+    return answers, docs
+
+
 def main():
     targets = [(lane, os.environ.get(ENV[lane])) for lane in LANES]
     targets = [(lane, url) for lane, url in targets if url]
@@ -351,25 +642,15 @@ def main():
             if "control" in step:
                 control(step, faults_url)
                 continue
-            answers = {}
-            for lane, url in targets:
-                answers[lane] = send(url, step["request"], variables[lane])
-            first = step["request"]["method"] + " " + fill(step["request"]["path"],
-                                                         variables[names[0]])
-            print("step %s: %s" % (step["name"], first))
-            for lane in names:
-                a = answers[lane]
-                print("  %-8s %s in %s ms%s" % (lane, a["status"], a["ms"],
-                                               " (" + a["error"] + ")" if a["error"] else ""))
-            sent_id = any(k.lower() == "x-request-id" for k in step["request"]["headers"])
-            docs = {}
-            for lane, a in answers.items():
-                head = {k: v for k, v in a["headers"].items()
-                        if k in HEADERS or (sent_id and k == "x-request-id")}
-                raw = alias({"status": a["status"], "headers": head, "body": a["body"]},
-                            tokens[lane])
-                docs[lane] = flatten(raw["body"], "body", flatten(
-                    raw["headers"], "headers", {"status": raw["status"]}))
+            if "raw" in step:
+                answers, compared = raw_step(step, targets, variables)
+                docs = {}
+                for lane, doc in compared.items():
+                    docs[lane] = {}
+                    for key, value in alias(doc, tokens[lane]).items():
+                        flatten(value, key, docs[lane])
+            else:
+                answers, docs = plain_step(step, targets, variables, tokens, names)
             seen[step["name"]] = docs
             base = docs[names[0]]
             for other in names[1:]:
@@ -386,6 +667,13 @@ def main():
                 if wrong:
                     missed.append(step["name"])
                     print("  expected %s; %s" % (expected, ", ".join(wrong)))
+            expected_end = step.get("expect_end")
+            if expected_end is not None:
+                wrong = ["%s ended %s" % (l, d["end"]) for l, d in docs.items()
+                         if d["end"] != expected_end]
+                if wrong:
+                    missed.append(step["name"])
+                    print("  expected the connection %s; %s" % (expected_end, ", ".join(wrong)))
             for name, path in step.get("capture", {}).items():
                 for lane in names:
                     try:
@@ -409,7 +697,7 @@ def main():
         docs = seen.get(f["step"], {})
         left, right = f["lanes"]
         path = f["path"]
-        if path.split(".")[0] not in ("status", "headers", "body"):
+        if path.split(".")[0] not in ("status", "headers", "body", "answers", "end"):
             print("  n/a   step %s: %s (%s=%s %s=%s; compare side effects or ids by hand)"
                   % (f["step"], path, left, shown(f["values"][0]), right, shown(f["values"][1])))
             continue

@@ -10,6 +10,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -105,3 +106,114 @@ def test_a_reproducer_replays_every_step_with_its_captures(servers: dict[str, st
                              capture_output=True, text=True, timeout=30, check=False)
     assert missing.returncode == 2
     assert "BLUE_URL" in missing.stderr
+
+
+# --- raw steps ---------------------------------------------------------------------------------
+
+RAW_CASE = {"name": "raw-chat", "raw": {"send": [
+    {"head": ["POST /api/v1/chat HTTP/1.1", "Host: {{host}}", "X-API-Key: {{api_key}}",
+              "X-Case: {{case}}", "Content-Length: 16"]},
+    {"pause": 0.2},
+    '{"message":"hi"}'], "half_close": True, "read_timeout": 0.5},
+    "expect_status": 200, "expect_end": "answered"}
+ENVELOPE = b'{"error":"bad","error_code":"bad_request","request_id":"r-1"}'
+
+
+class _Wire:
+    """A tiny server on 127.0.0.1: reads each connection to the client's half-close, records
+    the bytes, then answers ``answer`` and closes (``linger`` 0) or stays open ``linger`` s."""
+
+    def __init__(self, answer: bytes, linger: float) -> None:
+        import socket
+        import threading
+
+        self.answer, self.linger = answer, linger
+        self.received: list[bytes] = []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        import threading
+
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: Any) -> None:
+        import time
+
+        with conn:
+            data = bytearray()
+            while chunk := conn.recv(65536):
+                data += chunk
+            self.received.append(bytes(data))
+            conn.sendall(self.answer)
+            time.sleep(self.linger)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_raw_step_reproducer_sends_the_same_bytes_and_gets_the_same_answer(
+        tmp_path: Path) -> None:
+    from parity_tests.harness import wire
+
+    blue = _Wire(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: "
+                 + str(len(ENVELOPE)).encode() + b"\r\n\r\n" + ENVELOPE, 0)
+    green = _Wire(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 1.5)
+    try:
+        case = case_from_dict(RAW_CASE, "cases/wire_repro.yaml", 0)
+        urls = {"blue": blue.url, "green": green.url}
+        lanes = remote_lanes(blue.url, green.url, API_KEYS)
+        try:
+            result = Runner(lanes, [], [], None).run([case])[0]
+        finally:
+            for lane in lanes:
+                lane.http.close()
+        paths = {d.path for d in result.steps[0].differences}
+        assert {"status", "answers.0"} <= paths, result.steps[0]
+        assert "blue answered 400" in (result.steps[0].expectation or "")
+        sent = {name: server.received[:] for name, server in (("blue", blue),
+                                                               ("green", green))}
+        assert sent["blue"]
+        assert sent["blue"][0].startswith(b"POST /api/v1/chat HTTP/1.1\r\n")
+        assert f"X-API-Key: {API_KEYS[0]}\r\n".encode() in sent["blue"][0]
+        assert f"X-Case: {case.slug}\r\n".encode() in sent["blue"][0]
+        assert sent["blue"][0].endswith(b'\r\n\r\n{"message":"hi"}')
+
+        written = write_reproducers([result], tmp_path, urls, API_KEYS)
+        script = tmp_path / written[case.id]
+        env = {"PATH": os.environ.get("PATH", ""), "BLUE_URL": blue.url,
+               "GREEN_URL": green.url, "PARITY_API_KEY": API_KEYS[0]}
+        done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                              text=True, timeout=30, check=False)
+        out = done.stdout
+        assert done.returncode == 1, out + done.stderr
+        # the same bytes, pause and half-close included (the server read to the EOF)
+        assert blue.received[1:] == sent["blue"]
+        assert green.received[1:] == sent["green"]
+        # and the same answers as wire.send_raw reads them
+        for _name, server in (("blue", blue), ("green", green)):
+            host, port = server.url.removeprefix("http://").split(":")
+            seen = wire.send_raw(host, int(port), [server.received[0]], half_close=True,
+                                 read_timeout=0.5)
+            assert f"{' | '.join(seen.summaries())}; connection " in out
+            assert wire.escape(seen.raw) in out
+        assert "blue     400 in" in out
+        assert "400 bad_request; connection answered (closed)" in out
+        assert "green    200 in" in out
+        assert "200 non-envelope; connection answered (open)" in out
+        assert "step raw-chat: raw POST /api/v1/chat HTTP/1.1\\r\\nHost: 127.0.0.1:" in out
+        assert "(pause 0.2 s)" in out
+        assert "(then half-close)" in out
+        assert "AGAIN step raw-chat: status blue=400 green=200" in out
+        assert "AGAIN step raw-chat: expected 200" in out
+        assert "REPRODUCED" in out
+    finally:
+        blue.close()
+        green.close()
