@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
@@ -101,6 +102,7 @@ class RoutedEffects:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._pending: dict[str, dict[str, Any]] = {}
+        self._pulled_at: dict[str, float] = {}  # lane -> when its last pull began
 
     # what is not per case goes to the real reader
     def client(self, lane: Lane) -> Any:
@@ -116,21 +118,29 @@ class RoutedEffects:
         with self._guard:
             return self._locks.setdefault(lane.name, threading.Lock())
 
-    def _pull(self, lane: Lane) -> dict[str, Any]:
-        """Read everything new into the lane's pending changes (under the lane's lock)."""
-        doc = self.inner.collect(lane)
+    def _pull(self, lane: Lane, since: float | None = None) -> dict[str, Any]:
+        """Read everything new into the lane's pending changes (under the lane's lock), unless
+        a pull that began at or after ``since`` (a monotonic time, when the caller's answers
+        were all in) has done it already: every write of the caller's step landed before its
+        answer, so that pull saw it. Cases in flight at once share their pulls this way."""
         pending = self._pending.setdefault(lane.name, {"dynamodb": {}, "agent_calls": []})
+        if since is not None and self._pulled_at.get(lane.name, float("-inf")) >= since:
+            return pending
+        self._pulled_at[lane.name] = time.monotonic()
+        doc = self.inner.collect(lane)
         for role, changed in doc.get("dynamodb", {}).items():
             pending["dynamodb"].setdefault(role, {}).update(changed)
         pending["agent_calls"].extend(doc.get("agent_calls", []))
         return pending
 
-    def collect(self, lane: Lane, names: set[str] | None = None) -> dict[str, Any]:
-        """The changes the case names (by default the calling thread's case)."""
+    def collect(self, lane: Lane, names: set[str] | None = None,
+                since: float | None = None) -> dict[str, Any]:
+        """The changes the case names (by default the calling thread's case); ``since``: when
+        its step's answers were all in (see :meth:`_pull`)."""
         if names is None:
             names = self._names(lane.name)
         with self._lock(lane):
-            pending = self._pull(lane)
+            pending = self._pull(lane, since)
             dynamodb: dict[str, Any] = {}
             for role, changed in pending["dynamodb"].items():
                 mine = [key for key in changed if key in names]

@@ -24,7 +24,13 @@ from devstack.stack import DevStack, create_tables
 from fastapi_app import create_app as create_green
 from legacy_flask import create_app as create_blue
 from parity_tests.harness.cli import cloudwatch_deltas
-from parity_tests.harness.lanes import API_KEYS, Lane, SideEffects, cloudwatch_totals
+from parity_tests.harness.lanes import (
+    API_KEYS,
+    Lane,
+    SideEffects,
+    case_keys,
+    cloudwatch_totals,
+)
 from parity_tests.harness.model import Case, case_from_dict
 from parity_tests.harness.rules import KnownDifference, load_noise
 from parity_tests.harness.runner import CaseResult, Runner
@@ -32,6 +38,8 @@ from tests.conftest import _SyncASGI
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("parity-self-test")]
 NOISE = load_noise(__import__("pathlib").Path("parity_tests/noise.yaml"))
+# the lanes also accept the keys of a run's first 200 cases (a runner with case_keys)
+CASE_KEYS = tuple(k for n in range(200) for k in case_keys(n))
 
 CORPUS = [
     {"name": "health", "request": {"method": "GET", "path": "/health"}},
@@ -145,7 +153,8 @@ class Lanes:
         namespace = f"SelfTest/{tag}"
         settings = self.stack.settings(
             sessions_table=sessions, rate_limit_table=limits, bedrock_endpoint_url=emulator.url,
-            api_keys=",".join(API_KEYS), metrics_namespace=namespace, rate_limit_window_s=3600,
+            api_keys=",".join(API_KEYS + CASE_KEYS), metrics_namespace=namespace,
+            rate_limit_window_s=3600,
             # a busy machine can stall the in-process moto past the 3 s default: a retried
             # rate-limit ADD then counts twice in one lane only, and every later answer's
             # X-RateLimit-Remaining differs (a false finding, not the planted bug)
