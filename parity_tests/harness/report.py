@@ -22,7 +22,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from parity_tests.harness import wire
 from parity_tests.harness.compare import MISSING, Delta
+from parity_tests.harness.model import _VAR, RawRequest
 from parity_tests.harness.runner import COMPARED_HEADERS, CaseResult, LaneResponse, StepResult
 from shared.perfwindow import percentile
 from shared.routes import ROUTES
@@ -330,6 +332,7 @@ def first_failures(results: list[CaseResult], limit: int = FIRST_FAILURES
         if case.error:
             items.append({"case": case.case.id, "step": None, "problem": case.error})
         for step in case.steps:
+            first = len(items)
             for d in step.differences + step.undeclared_noise:
                 v = d.to_dict()
                 items.append({"case": case.case.id, "step": step.step, "path": v["path"],
@@ -337,8 +340,80 @@ def first_failures(results: list[CaseResult], limit: int = FIRST_FAILURES
             for problem in [*step.violations, step.expectation, step.error]:
                 if problem:
                     items.append({"case": case.case.id, "step": step.step, "problem": problem})
+            raw = raw_of(case, step)
+            if raw is not None and len(items) > first:  # what a raw step sent and got
+                items[first]["wire"] = raw_view(raw, step)
         out += items[:5]
     return out
+
+
+# --- raw steps (parity_tests/harness/wire.py) ---------------------------------------------------
+
+def raw_of(case: CaseResult, step: StepResult) -> RawRequest | None:
+    """The raw step ``step`` ran, as the case file spells it (``{{api_key}}`` unfilled: a key
+    never reaches a report), or None for any other step."""
+    steps = case.case.steps
+    if 0 <= step.index < len(steps) and steps[step.index].name == step.step:
+        return steps[step.index].raw
+    return None
+
+
+def raw_view(raw: RawRequest, step: StepResult) -> dict[str, Any]:
+    """A raw step's bytes, escaped (wire.escape), and each lane's answers and end as the
+    runner recorded them (its ``wire-answers`` and ``wire-end`` pseudo headers)."""
+    return {"sent": raw.text(), "half_close": raw.half_close,
+            "read_timeout_s": raw.read_timeout,
+            "lanes": {name: {"answers": r.headers.get("wire-answers", "(none)"),
+                             "end": r.headers.get("wire-end", "(unknown)")}
+                      for name, r in step.responses.items()}}
+
+
+def _printf(data: bytes) -> str:
+    """``data`` as a printf(1) format in single quotes: printable ASCII as is, the rest as
+    octal escapes (``%`` doubled, ``'`` and ``\\`` escaped)."""
+    out = []
+    for byte in data:
+        char = chr(byte)
+        if char == "%":
+            out.append("%%")
+        elif 32 <= byte < 127 and char not in "'\\":
+            out.append(char)
+        else:
+            out.append(f"\\{byte:03o}")
+    return "'" + "".join(out) + "'"
+
+
+def raw_shell(base_url: str, raw: RawRequest, variables: dict[str, str]) -> str:
+    """A shell line replaying a raw step with printf and OpenBSD nc, or a comment sending the
+    reader to the Python reproducer when a shell line cannot (https, a repeated write)."""
+    from urllib.parse import urlsplit
+
+    url = urlsplit(base_url)
+    exact = "the Python reproducer replays it exactly, and compares the answers"
+    if url.scheme != "http" or not url.hostname:
+        return f"# raw step: needs a plain http target (not {base_url or 'none'}); {exact}"
+    if any(isinstance(w, dict) and "repeat" in w for w in raw.writes):
+        return f"# raw step with a repeated write (too long for a shell line): {exact}"
+    host = f"{url.hostname}:{url.port or 80}"
+    known = {**variables, "host": host}
+    parts: list[str] = []
+    for write in raw.writes:
+        if isinstance(write, dict):
+            parts.append(f"sleep {float(write['pause']):g}")
+            continue
+        keys = 0
+        chunks = []
+        for i, piece in enumerate(re.split(r"{{\s*api_key\s*}}", write)):
+            if i:
+                keys += 1
+                chunks.append("%s")
+            filled = _VAR.sub(lambda m: known.get(m.group(1), m.group(0)), piece)
+            chunks.append(_printf(filled.encode("latin-1"))[1:-1])
+        parts.append("printf '" + "".join(chunks) + "'" + ' "$PARITY_API_KEY"' * keys)
+    if not raw.half_close:
+        parts.append(f"sleep {raw.read_timeout:g}")  # the connection stays open to read
+    return (f"# raw step (OpenBSD nc; {exact}):\n{{ " + "; ".join(parts)
+            + f"; }} | nc -N {shlex.quote(url.hostname)} {url.port or 80}")
 
 
 def _json(value: Any) -> str:
@@ -573,7 +648,8 @@ def _overview(failing: list[tuple[int, CaseResult]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _step_view(s: StepResult, lanes: list[str], base_url: str) -> dict[str, Any]:
+def _step_view(s: StepResult, lanes: list[str], base_url: str,
+               case: CaseResult | None = None) -> dict[str, Any]:
     paths = [d.path for d in s.differences + s.undeclared_noise]
     rows = []
     for noise, deltas in ((False, s.differences), (True, s.undeclared_noise)):
@@ -590,6 +666,12 @@ def _step_view(s: StepResult, lanes: list[str], base_url: str) -> dict[str, Any]
                          "noise": noise, "values": [values[lane] for lane in lanes]})
     differing = _differing_headers(s)
     first = next(iter(s.requests))
+    raw = raw_of(case, s) if case is not None else None
+    wire_lines: dict[str, list[tuple[str, str]]] = {}
+    if raw is not None:  # its answers and end first, where a lane's differing headers go
+        wire_lines = {name: [("wire-answers", r.headers.get("wire-answers", "(none)")),
+                             ("wire-end", r.headers.get("wire-end", "(unknown)"))]
+                      for name, r in s.responses.items()}
     return {
         "step": {"step": s.step, "method": s.method, "path": s.path,
                  "expectation": s.expectation, "error": s.error,
@@ -597,20 +679,30 @@ def _step_view(s: StepResult, lanes: list[str], base_url: str) -> dict[str, Any]
         "failed": s.failed,
         "rows": rows,
         "lanes": [{"name": name, "status": r.status,
-                   "differing_headers": sorted((k, v) for k, v in r.headers.items()
-                                               if k in differing)
+                   "differing_headers": wire_lines.get(name, [])
+                   + sorted((k, v) for k, v in r.headers.items() if k in differing)
                    + sorted((k, "(absent)") for k in differing if k not in r.headers),
                    "headers": sorted(r.headers.items()),
                    "body": _highlight(_pretty(r), paths),
                    "error": r.error,
                    "elapsed": round(r.elapsed_ms, 1)}
                   for name, r in s.responses.items()],
-        "request": json.dumps(s.requests[first].to_dict(), indent=2,
-                              ensure_ascii=False)[:20000],
-        "curl": curl(base_url, s, first),
+        "request": raw_request_text(raw) if raw is not None else json.dumps(
+            s.requests[first].to_dict(), indent=2, ensure_ascii=False)[:20000],
+        "curl": raw_shell(base_url, raw, {**case.case.variables, "case": case.case.slug})
+        if raw is not None and case is not None else curl(base_url, s, first),
         "known": [(delta_dict(d, _lane_pair(s, False)), k.reason, k.owner, str(k.expires))
                   for d, k in s.known],
     }
+
+
+def raw_request_text(raw: RawRequest) -> str:
+    """A raw step's writes, one a line, escaped ({{host}} and {{api_key}}: each lane's own)."""
+    lines = [f"raw step: {len(raw.writes)} write(s) on one connection"
+             + (", then half-close" if raw.half_close else "")
+             + f"; answers read for {raw.read_timeout:g} s of silence"]
+    lines += [f"  {text}" for text in wire.describe(raw.encoded())]
+    return "\n".join(lines)[:20000]
 
 
 def _run_differences(summary: dict[str, Any], lanes: list[str]) -> dict[str, list[Any]]:
@@ -648,8 +740,8 @@ def write_html(summary: dict[str, Any], results: list[CaseResult], urls: dict[st
     failing_results = [(i, c) for i, c in enumerate(c for c in results if c.failed)]
     failing = []
     for index, case in failing_results:
-        steps = [_step_view(s, lanes, urls.get(next(iter(s.requests)), "")) for s in case.steps
-                 if s.failed]
+        steps = [_step_view(s, lanes, urls.get(next(iter(s.requests)), ""), case)
+                 for s in case.steps if s.failed]
         failing.append({"anchor": anchor(index), "open": index < OPEN_CASES,
                         "number": index + 1,
                         "case": {"id": case.case.id,
@@ -719,6 +811,11 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
                           f"other={_json(f['other'])}", markup=False)
         else:
             console.print(f"  {where}: {printable(str(f['problem']))}", markup=False)
+        if f.get("wire"):  # a raw step: its bytes (escaped) and each lane's answers and end
+            console.print(f"    raw: {printable(f['wire']['sent'])[:500]}", markup=False)
+            for lane, seen in f["wire"]["lanes"].items():
+                console.print(f"    {lane}: {printable(seen['answers'])}; connection "
+                              f"{printable(seen['end'])}", markup=False)
     ident = summary.get("identity") or {}
     if ident:
         dirty = {True: " (dirty tree)", False: ""}.get(bool(ident["git_dirty"]), "") \

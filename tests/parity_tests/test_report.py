@@ -4,6 +4,7 @@ accepted holes apart from real ones, and the terminal off a terminal."""
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import re
@@ -249,3 +250,92 @@ def test_off_a_terminal_long_lines_and_tables_are_never_cut(capsys: pytest.Captu
     assert len(figures) == 1
     assert '"259": 1}' in figures[0]
     assert "\x1b[" not in text
+
+
+# --- raw steps ---------------------------------------------------------------------------------
+
+HOSTILE = "<script>alert(1)</script>"
+
+
+def _raw_result() -> tuple[CaseResult, bytes]:
+    """A failing raw step whose bytes and answers carry markup, a NUL and a Latin-1 byte; the
+    runner's requests hold the key the run filled in (never shown)."""
+    from parity_tests.harness.model import case_from_dict
+
+    case = case_from_dict({"name": "raw-markup", "vars": {"who": "v1"}, "raw": {"send": [
+        {"head": ["GET /health?x=" + HOSTILE + " HTTP/1.1", "Host: {{host}}",
+                  "X-API-Key: {{api_key}}", "X-A: 100% \\ 'q' \x00\xff {{who}}-{{case}}"]},
+        {"pause": 0.5}, "tail"], "half_close": True}, "expect_end": "answered"},
+        "cases/wire_x.yaml", 0)
+    step = case.steps[0]
+    assert step.raw is not None
+    rendered = step.raw.render({"host": "127.0.0.1:8001", "api_key": "secret-key-value",
+                                "who": "v1", "case": case.slug})
+    request = Request(method="GET", path="/health", body=rendered.text(), auth=False)
+    sent = b"".join(w for w in rendered.encoded() if isinstance(w, bytes))
+    responses = {lane: LaneResponse(400, {"content-type": "text/html", "x-evil": HOSTILE,
+                                          "wire-answers": f"400 non-envelope | {HOSTILE}",
+                                          "wire-end": "closed" if lane == "blue" else "open"},
+                                    f"<h1>{HOSTILE}</h1>".encode() + b"\xff", 1.0)
+                 for lane in LANES}
+    result = StepResult(case.id, step.name, 0, "GET", "/health", "/health",
+                        dict.fromkeys(LANES, request), responses,
+                        differences=[Delta("end", "answered", "closed")],
+                        violations=[f"green: {HOSTILE}"])
+    return CaseResult(case, [result]), sent
+
+
+def test_a_raw_step_shows_its_bytes_and_answers_as_text(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    import subprocess
+
+    result, sent = _raw_result()
+    summary = _summary([result])
+    urls = {"blue": "http://127.0.0.1:8001", "green": "http://127.0.0.1:8002"}
+    report.write_html(summary, [result], urls, tmp_path)
+    report.write_json(summary, [result], tmp_path)
+    report.write_junit([result], summary, tmp_path)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    parser = _Text()
+    parser.feed(page)
+    assert "<script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "secret-key-value" not in page  # the case's {{api_key}}, never the run's key
+    # the bytes, escaped as wire.escape does: CRLF, NUL and the Latin-1 byte visible
+    assert "X-API-Key: {{api_key}}\\r\\nX-A: 100% \\\\ &#39;q&#39; \\x00\\xff {{who}}" in page
+    assert "(pause 0.5 s)" in page
+    assert "then half-close" in page
+    assert "wire-answers: 400 non-envelope | &lt;script&gt;" in page
+    assert "wire-end: closed" in page
+    assert "wire-end: open" in page
+    # the shell form, with this run's host and the case's variables, sends the same bytes
+    line = next(x for x in page.splitlines() if x.startswith("{ printf "))
+    line = html.unescape(line.removesuffix("</pre></details>"))
+    assert line.endswith("| nc -N 127.0.0.1 8001")
+    shell = line.rsplit("|", 1)[0].replace("sleep 0.5", "true")
+    done = subprocess.run(["bash", "-c", shell], capture_output=True, timeout=10, check=True,
+                          env={"PARITY_API_KEY": "secret-key-value", "PATH": "/usr/bin:/bin"})
+    assert done.stdout == sent
+    # the terminal and summary.json: the bytes and each lane's answers, no markup rendered
+    report.print_summary(summary, make_console())
+    text = capsys.readouterr().out
+    assert f"    raw: GET /health?x={HOSTILE} HTTP/1.1\\r\\n" in text
+    assert f"    blue: 400 non-envelope | {HOSTILE}; connection closed" in text
+    assert "secret-key-value" not in text
+    first = json.loads((tmp_path / "summary.json").read_text())["first_failures"][0]
+    assert first["wire"]["lanes"]["green"] == {"answers": f"400 non-envelope | {HOSTILE}",
+                                               "end": "open"}
+    assert first["wire"]["half_close"] is True
+
+
+def test_a_raw_step_shell_form_defers_to_the_reproducer_when_it_cannot() -> None:
+    result, _ = _raw_result()
+    raw = result.case.steps[0].raw
+    assert raw is not None
+    assert report.raw_shell("https://b.example", raw, {}).startswith(
+        "# raw step: needs a plain http target")
+    from parity_tests.harness.model import RawRequest
+    big = RawRequest(({"repeat": "a", "times": 1 << 20},))
+    assert "Python reproducer" in report.raw_shell("http://127.0.0.1:1", big, {})
+    assert report.raw_of(CaseResult(result.case, []), _result(1).steps[0]) is None
