@@ -45,7 +45,14 @@ def pin(pids: Iterable[int], cores: set[int]) -> None:
 
 
 def pin_tree(root: int, cores: set[int]) -> None:
-    pin([p.pid for p in process_tree(root)], cores)
+    """Pin a process tree, every thread of it (a thread keeps the mask it was created with:
+    setting a pid's affinity moves its main thread only)."""
+    tids = []
+    for proc in process_tree(root):
+        tids.append(proc.pid)
+        with contextlib.suppress(OSError):
+            tids += [int(t.name) for t in Path(f"/proc/{proc.pid}/task").iterdir()]
+    pin(tids, cores)
 
 
 @dataclass(frozen=True)
@@ -179,14 +186,14 @@ def run_scaling(args: argparse.Namespace, helpers: Any, env: dict[str, str], scr
     for setup in setups(cores):
         for pid in helpers.pids().values():
             pin_tree(pid, set(setup.helper_cores))
-        pin([os.getpid()], set(setup.helper_cores))  # wrk is our child: it inherits this
+        pin([os.getpid()], set(setup.app_cores))  # the server starts with the app's cores
         server = Server("green", free_port(), env, workers=setup.workers,
                         log_path=log_dir / f"scaling-green-{setup.workers}w.log").start()
+        pin([os.getpid()], set(setup.helper_cores))  # wrk is our child: it inherits this
         runs: list[RunResult] = []
         misses = 0
         try:
             assert server.proc is not None
-            pin([server.proc.pid], set(setup.app_cores))
             server.wait_healthy(timeout_s=90)
             pin_tree(server.proc.pid, set(setup.app_cores))
             warm(server)

@@ -5,12 +5,22 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
 
 from loadtest.bench_report import RunResult
-from loadtest.scaling import at_objective, markdown, pin, setup_row, setups, sizing, write
+from loadtest.scaling import (
+    at_objective,
+    markdown,
+    pin,
+    pin_tree,
+    setup_row,
+    setups,
+    sizing,
+    write,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -94,4 +104,27 @@ def test_pin_sets_and_restores_affinity() -> None:
         pin([2**22 + 12345], {0})  # a pid that is gone: ignored
     finally:
         pin([os.getpid()], set(before))
+    assert os.sched_getaffinity(0) == before
+
+
+def test_pin_tree_moves_every_thread() -> None:
+    before = os.sched_getaffinity(0)
+    started, stop = threading.Event(), threading.Event()
+    seen: list[set[int]] = []
+
+    def idle() -> None:
+        started.set()
+        stop.wait(5)
+        seen.append(os.sched_getaffinity(0))  # this thread's own mask
+
+    t = threading.Thread(target=idle)
+    t.start()
+    started.wait(5)
+    try:
+        pin_tree(os.getpid(), {min(before)})
+    finally:
+        stop.set()
+        t.join()
+        pin_tree(os.getpid(), set(before))
+    assert seen == [{min(before)}]  # a thread that existed before was moved too
     assert os.sched_getaffinity(0) == before
