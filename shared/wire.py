@@ -39,6 +39,11 @@ _STARTS = tuple(m.encode() + b" " for m in METHODS)
 # RFC 9110 5.3: fields whose grammar admits one member; a second copy makes the message
 # ambiguous (gunicorn refuses it; green's protocol refuses it the same way)
 SINGLETON_HEADERS = frozenset((b"host", b"content-type"))
+# "Who answers" above: the statuses the servers themselves answer, before (and so whatever) the
+# route: their parsers' refusals (plain text or HTML, never the envelope), and the interim 100
+# that gunicorn and uvicorn send for ``Expect: 100-continue`` before the app reads the body
+SERVER_REFUSALS = (400, 417)
+SERVER_INTERIM = (100,)
 # ALB's idle timeout to targets is 60 s by default; a target that closes an idle connection first
 # makes the ALB answer 502 now and then. Keep-alive on the target must outlast it.
 ALB_IDLE_TIMEOUT_S = 60

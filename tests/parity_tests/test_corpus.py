@@ -5,6 +5,12 @@ both colors really answer.
 The unit tests read the case files only. ``test_case_statuses`` replays every case in-process
 against blue and green (each on its own tables, like the harness's lanes) and once more against
 blue on the same tables, so a case whose statuses depend on leftovers of an earlier run shows up.
+
+Raw steps (``raw:``, bytes on a socket: parity_tests/harness/wire.py) reach the servers' own
+HTTP/1.1 parsers, which the in-process replay (ASGI/WSGI) does not have: it skips them and says
+so; ``make parity`` checks them against real servers. Their expected statuses are checked here
+against the route's documented statuses or the servers' own answers (shared/wire.py), and they
+count towards no route's coverage.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from devstack.stack import DevStack, create_tables
 from parity_tests.harness.model import ABSENT, Case, Request, Step, get_path, load_corpus
 from shared.errors import CATALOGUE
 from shared.routes import ROUTES, Route, routes_for_path
+from shared.wire import SERVER_INTERIM, SERVER_REFUSALS
 from tests.conftest import COLORS, ColorClient, open_client
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,6 +74,15 @@ FAULT_STATUS: dict[str, int] = {
 # (shared/pipeline.py, Exchange.admit).
 BEFORE_ROUTING = {spec.status for code, spec in CATALOGUE.items()
                   if code.value in ("URI_TOO_LONG", "HEADERS_TOO_LARGE")}
+# Answered by routing on a path no route has (or a method it lacks), as the envelope.
+ROUTING = {spec.status for code, spec in CATALOGUE.items()
+           if code.value in ("NOT_FOUND", "METHOD_NOT_ALLOWED")}
+# What the servers themselves answer to raw bytes, before (so whatever) the route: their parsers'
+# refusals and the interim 100 (shared/wire.py, "Who answers"). Never a route's status.
+SERVER_LEVEL = {*SERVER_REFUSALS, *SERVER_INTERIM}
+RAW_NOT_REPLAYED = ("raw steps send bytes on a socket to a real server's HTTP/1.1 parser; the "
+                    "in-process replay talks ASGI/WSGI (checked against real servers by "
+                    "make parity)")
 MAX_LATENCY_CASES = 3
 MAX_LATENCY_MS = 200
 _TEMPLATE = re.compile(r"{{[^}]*}}")
@@ -84,11 +100,14 @@ def route_of(method: str, path: str) -> Route | None:
     return next((r for r in routes_for_path(plain) if r.method == wanted), None)
 
 
-def covered_pairs(cases: list[Case]) -> dict[tuple[str, int], list[str]]:
+def covered_pairs(cases: list[Case], raw: bool = False) -> dict[tuple[str, int], list[str]]:
+    """Route x expected status -> the steps expecting it: request steps (the coverage, checked
+    in-process by ``test_case_statuses``), or with ``raw`` the raw steps (never coverage: their
+    400s and 417s are the servers' parsers', not the route's)."""
     pairs: dict[tuple[str, int], list[str]] = {}
     for case in cases:
         for step in case.steps:
-            if step.is_control:
+            if step.is_control or (step.raw is not None) != raw:
                 continue
             route = route_of(step.request.method, step.request.path)
             if route is not None and step.expect_status is not None:
@@ -125,8 +144,15 @@ def test_corpus_parses_with_unique_ids_and_descriptions() -> None:
 @pytest.mark.unit
 def test_every_step_expects_a_status() -> None:
     missing = [f"{c.id}:{s.name}" for c in corpus() for s in c.steps
-               if s.expect_status is None and not s.is_control]
+               if s.expect_status is None and not s.is_control and s.raw is None]
     assert missing == []
+    # a raw step says how its connection ends, and expects a status exactly when it is answered
+    # (a connection closed, reset or hung without a whole answer has no status to expect)
+    raw = [(f"{c.id}:{s.name}", s.expect_end, s.expect_status) for c in corpus()
+           for s in c.steps if s.raw is not None]
+    assert raw, "no raw step: the wire corpus is gone"
+    wrong = [r for r in raw if r[1] is None or (r[1] == "answered") != (r[2] is not None)]
+    assert wrong == []
 
 
 @pytest.mark.unit
@@ -168,6 +194,26 @@ def test_expected_statuses_are_documented_for_their_route() -> None:
     stray = {pair: where for pair, where in covered_pairs(corpus()).items()
              if pair[1] not in {*by_name[pair[0]].statuses, *BEFORE_ROUTING}}
     assert stray == {}
+
+
+@pytest.mark.unit
+def test_raw_statuses_are_documented_or_the_servers_own() -> None:
+    """A raw step's expected status is one its route documents (or the app answers before
+    routing), routing's 404/405 when it reaches no route, or one the servers themselves answer
+    (shared/wire.py: SERVER_REFUSALS, SERVER_INTERIM): nothing else."""
+    from parity_tests.harness import wire
+
+    # the runner lets exactly these through without the envelope (wire.violations)
+    assert set(wire.SERVER_STATUSES) == set(SERVER_REFUSALS)
+    by_name = {r.name: r for r in ROUTES}
+    stray = {pair: where for pair, where in covered_pairs(corpus(), raw=True).items()
+             if pair[1] not in {*by_name[pair[0]].statuses, *BEFORE_ROUTING, *SERVER_LEVEL}}
+    assert stray == {}
+    unrouted = [f"{c.id}:{s.name} expects {s.expect_status}" for c in corpus() for s in c.steps
+                if s.raw is not None and s.expect_status is not None
+                and route_of(s.request.method, s.request.path) is None
+                and s.expect_status not in {*ROUTING, *BEFORE_ROUTING, *SERVER_LEVEL}]
+    assert unrouted == []
 
 
 @pytest.mark.unit
@@ -234,6 +280,8 @@ def run_case(client: ColorClient, case: Case, stack: DevStack) -> list[int]:
     statuses = []
     try:
         for step in case.steps:
+            if step.raw is not None:  # not replayed in-process (RAW_NOT_REPLAYED)
+                continue
             if step.is_control:
                 control(client, stack, step, variables)
                 continue
@@ -279,20 +327,31 @@ def clients(stack: DevStack) -> Iterator[dict[str, ColorClient]]:
 
 @pytest.mark.integration
 @pytest.mark.parametrize("case", corpus(), ids=lambda c: c.id)
-def test_case_statuses(case: Case, clients: dict[str, ColorClient], stack: DevStack) -> None:
+def test_case_statuses(case: Case, clients: dict[str, ColorClient], stack: DevStack,
+                      record_property: Any) -> None:
     """Each step's status is its expect_status in blue and in green; a blue/green difference
-    is reported as such (an app bug, never to be hidden by editing the corpus)."""
+    is reported as such (an app bug, never to be hidden by editing the corpus). Raw steps are
+    not replayed (:data:`RAW_NOT_REPLAYED`): a case of raw steps only is skipped with the
+    reason; in a mixed case they are left out, named in the junit properties and in any
+    failure's message."""
+    raw = [s.name for s in case.steps if s.raw is not None]
+    if raw and all(s.raw is not None or s.is_control for s in case.steps):
+        pytest.skip(f"{case.id}: every step is raw: {RAW_NOT_REPLAYED}")
+    note = f" (raw steps not replayed: {', '.join(raw)})" if raw else ""
+    if raw:
+        record_property("raw_steps_not_replayed", ", ".join(raw))
     got = {color: run_case(clients[color], case, stack) for color in COLORS}
     # same tables: leftovers must not matter
     got["blue-again"] = run_case(clients["blue"], case, stack)
-    steps = [s for s in case.steps if not s.is_control]
+    steps = [s for s in case.steps if not s.is_control and s.raw is None]
     expected = [s.expect_status for s in steps]
     if got["blue"] != got["green"]:
         lines = [f"  {s.name}: expected {e}, blue {b}, green {g}"
                  for s, e, b, g in zip(steps, expected, got["blue"], got["green"],
                                        strict=True) if b != g]
-        pytest.fail(f"{case.id}: blue and green differ\n" + "\n".join(lines))
-    assert got["blue"] == expected, [
+        pytest.fail(f"{case.id}: blue and green differ{note}\n" + "\n".join(lines))
+    assert got["blue"] == expected, [note] * bool(raw) + [
         f"{s.name}: expected {e}, got {b}"
         for s, e, b in zip(steps, expected, got["blue"], strict=True) if e != b]
-    assert got["blue-again"] == expected, "a second run on the same tables answers differently"
+    assert got["blue-again"] == expected, (
+        f"a second run on the same tables answers differently{note}")
