@@ -220,6 +220,8 @@ SETTING_KINDS: dict[str, str] = {
     "max_body_bytes": "number",
     "gzip_min_bytes": "number",
     "proxy_added_headers": "number",  # headers a proxy in front adds (an ALB: 4)
+    "client_header_timeout_s": "number",  # the servers' wire bounds (slow-client raw cases)
+    "client_body_timeout_s": "number",
 }
 
 

@@ -90,6 +90,11 @@ class TargetSettings(BaseModel):
         "Headers a proxy in front of the targets adds to each request (an ALB adds "
         "X-Forwarded-For, -Proto, -Port and X-Amzn-Trace-Id: 4); they count toward the apps' "
         "header limit."))
+    client_header_timeout_s: float | None = Field(default=None, gt=0, description=(
+        "CLIENT_HEADER_TIMEOUT_S: a client slower than this with its request head is closed "
+        "without an answer (raw slow-client cases assume the parity lanes' 2 s)."))
+    client_body_timeout_s: float | None = Field(default=None, gt=0, description=(
+        "CLIENT_BODY_TIMEOUT_S: the same for the body (parity lanes: 3 s)."))
 
     @field_validator("cors_origins")
     @classmethod

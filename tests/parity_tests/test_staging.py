@@ -228,6 +228,18 @@ def test_raw_cases_run_against_the_servers_and_are_skipped_behind_a_proxy() -> N
     assert StagingProfile.load(MAKE_RUN).skip_reason(bare) is None
 
 
+def test_slow_client_raw_cases_can_need_the_parity_lanes_wire_bounds() -> None:
+    slow = _case(needs=[{"settings": {"client_header_timeout_s": {"max": 2}}}],
+                 raw={"send": ["GET /hea"], "read_timeout": 4})
+    assert [n.kind for n in slow.needs] == ["setting", "raw-wire"]
+    why = StagingProfile.load(MAKE_RUN).skip_reason(slow)
+    assert why == ("settings.client_header_timeout_s",
+                   "needs client_header_timeout_s <= 2; the targets have 10")
+    fast = StagingProfile.load(MAKE_RUN).model_copy(update={
+        "settings": TargetSettings(client_header_timeout_s=2)})
+    assert fast.skip_reason(slow) is None
+
+
 def test_skipped_raw_cases_are_listed_in_every_report(tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]
                                                       ) -> None:
