@@ -147,7 +147,7 @@ class RawRequest:
 
     writes: tuple[Any, ...]  # str | {"pause": s} | {"repeat": str, "times": n}
     half_close: bool = False
-    read_timeout: float = 2.0
+    read_timeout: float = 5.0  # parity_tests.harness.wire.READ_TIMEOUT_S
 
     @property
     def request_line(self) -> tuple[str, str]:
@@ -526,7 +526,7 @@ def _raw_step(raw: dict[str, Any], where: str, index: int) -> Step:
             (w if isinstance(w, str) else w.get("repeat", "")).encode("latin-1")
     except UnicodeEncodeError:
         raise CaseError(f"{where}: raw text is bytes spelt as Latin-1 (use \\xNN)") from None
-    timeout = spec.get("read_timeout", 2.0)
+    timeout = spec.get("read_timeout", 5.0)  # wire.READ_TIMEOUT_S
     if not _number(timeout) or not 0 < timeout <= 30:
         raise CaseError(f"{where}: read_timeout is 0-30 s, not {timeout!r}")
     end = raw.get("expect_end")

@@ -488,7 +488,8 @@ def write_junit(results: list[CaseResult], summary: dict[str, Any], out: Path) -
                        failures=str(summary["failed_cases"]), time=str(summary["duration_s"]))
     for case in results:
         stem, _, name = case.case.id.partition("/")
-        elapsed = sum(max(r.elapsed_ms for r in s.responses.values()) for s in case.steps)
+        elapsed = sum(max((r.elapsed_ms for r in s.responses.values()), default=0.0)
+                  for s in case.steps)  # a step of side effects alone has no answers
         tc = ET.SubElement(suite, "testcase", classname=f"parity.{stem}", name=name,
                            time=f"{elapsed / 1000:.3f}")
         if case.failed:
@@ -665,7 +666,7 @@ def _step_view(s: StepResult, lanes: list[str], base_url: str,
                                                              else f"difference ({d.kind})"),
                          "noise": noise, "values": [values[lane] for lane in lanes]})
     differing = _differing_headers(s)
-    first = next(iter(s.requests))
+    first = next(iter(s.requests), None)  # None: a step of side effects alone (unclaimed)
     raw = raw_of(case, s) if case is not None else None
     wire_lines: dict[str, list[tuple[str, str]]] = {}
     if raw is not None:  # its answers and end first, where a lane's differing headers go
@@ -688,9 +689,11 @@ def _step_view(s: StepResult, lanes: list[str], base_url: str,
                    "elapsed": round(r.elapsed_ms, 1)}
                   for name, r in s.responses.items()],
         "request": raw_request_text(raw) if raw is not None else json.dumps(
-            s.requests[first].to_dict(), indent=2, ensure_ascii=False)[:20000],
+            s.requests[first].to_dict(), indent=2, ensure_ascii=False)[:20000]
+        if first is not None else "(no request: side effects read at the end of the run)",
         "curl": raw_shell(base_url, raw, {**case.case.variables, "case": case.case.slug})
-        if raw is not None and case is not None else curl(base_url, s, first),
+        if raw is not None and case is not None else curl(base_url, s, first)
+        if first is not None else "",
         "known": [(delta_dict(d, _lane_pair(s, False)), k.reason, k.owner, str(k.expires))
                   for d, k in s.known],
     }
@@ -740,7 +743,7 @@ def write_html(summary: dict[str, Any], results: list[CaseResult], urls: dict[st
     failing_results = [(i, c) for i, c in enumerate(c for c in results if c.failed)]
     failing = []
     for index, case in failing_results:
-        steps = [_step_view(s, lanes, urls.get(next(iter(s.requests)), ""), case)
+        steps = [_step_view(s, lanes, urls.get(next(iter(s.requests), ""), ""), case)
                  for s in case.steps if s.failed]
         failing.append({"anchor": anchor(index), "open": index < OPEN_CASES,
                         "number": index + 1,

@@ -42,6 +42,31 @@ def holds_a_worker(case: Case) -> bool:
         isinstance(w, dict) and "pause" in w for w in s.raw.writes)) for s in case.steps)
 
 
+def expected_s(case: Case) -> float:
+    """About how long a case waits (not computes): the runner starts the longest first, so
+    that the last seconds of a run are not one slow case alone (longest processing time first).
+    Read from what the case asks for: a raw client's pauses and read timeout, an agent or
+    DynamoDB fault marker (a timeout, or a failure the SDK retries after a backoff)."""
+    total = 0.0
+    for step in case.steps:
+        if step.raw is not None:
+            total += sum(float(w["pause"]) for w in step.raw.writes
+                         if isinstance(w, dict) and "pause" in w)
+            # a closing server ends the read early, one that keeps the connection alive after
+            # its answer (green) does not: the read timeout, either way at most
+            total += step.raw.read_timeout
+            continue
+        if step.request is None:
+            continue
+        text = json.dumps(step.request.to_dict(), default=str)
+        if "[[fault:timeout" in text or "[[fault:stall" in text or "ddb:timeout" in text:
+            total += 5.0
+        elif "[[fault:" in text or "ddb:" in text or "[[latency:" in text:
+            total += 1.0
+        total += 0.05 * step.concurrent
+    return total
+
+
 def runs_alone(case: Case) -> bool:
     """Whether the case must have the lanes to itself."""
     return any((s.control is not None and set(s.control) - {"seed"}) or s.concurrent > 1

@@ -37,6 +37,7 @@ from parity_tests.harness.routing import (
     SLOW_RAW_AT_ONCE,
     RoutedEffects,
     answer_names,
+    expected_s,
     holds_a_worker,
     request_names,
     runs_alone,
@@ -286,11 +287,18 @@ class Runner:
                 self.progress(result)
 
     def _run_at_once(self, cases: list[Case]) -> list[CaseResult]:
-        """The cases that may share the lanes, ``concurrency`` at a time (each worker on its
-        own keys); then the ones that run alone; then what no case claimed."""
+        """The cases that run alone, one by one; then the others, ``concurrency`` at a time,
+        the longest first; then what no case claimed."""
         by_index: dict[int, CaseResult] = {}
-        shared = [(i, c) for i, c in enumerate(cases) if not runs_alone(c)]
+        # the longest first, so that the run does not end on one slow case
+        shared = sorted(((i, c) for i, c in enumerate(cases) if not runs_alone(c)),
+                        key=lambda item: -expected_s(item[1]))
         alone = [(i, c) for i, c in enumerate(cases) if runs_alone(c)]
+        # the ones that run alone first: they mostly wait (fault switches, timeouts), while the
+        # run-level checks' stack boots beside them
+        for index, case in alone:
+            by_index[index] = result = self.run_case(case, index)
+            self._done(result)
         queue = list(shared)
         queue_lock = threading.Condition()
         slow = {i for i, c in shared if holds_a_worker(c)}
@@ -330,9 +338,6 @@ class Runner:
             thread.start()
         for thread in threads:
             thread.join()
-        for index, case in alone:
-            by_index[index] = result = self.run_case(case, index)
-            self._done(result)
         results = [by_index[i] for i in range(len(cases))]
         unclaimed = self._unclaimed()
         if unclaimed is not None:

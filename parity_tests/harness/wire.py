@@ -114,8 +114,15 @@ def _eof_or_reset(sock: socket.socket) -> str | None:
     return "closed" if data == b"" else None
 
 
+# after a whole final answer, how long to wait for more (a pipelined answer, a close) before
+# calling the connection kept open: servers send those at once; the read timeout is for the
+# first answer, which a busy server (blue's sync workers all taken) may only start late
+KEEPALIVE_GRACE_S = 1.0
+READ_TIMEOUT_S = 5.0  # a raw step's default read timeout (``read_timeout:``)
+
+
 def send_raw(host: str, port: int, writes: list[Write], *, half_close: bool = False,
-             read_timeout: float = 2.0, connect_timeout: float = 5.0) -> Exchange:
+             read_timeout: float = READ_TIMEOUT_S, connect_timeout: float = 5.0) -> Exchange:
     """Send ``writes`` (pauses in between) on one connection and read what comes back."""
     out = Exchange()
     started = time.perf_counter()
@@ -187,15 +194,22 @@ def _read(sock: socket.socket, buffer: bytearray, read_timeout: float) -> str:
         if not data:
             return "closed"
         buffer += data
-        if _complete(buffer):
-            # answers so far are whole: the silence that follows is keep-alive, not a hang
-            deadline = min(deadline, time.monotonic() + read_timeout)
+        if _final(buffer):
+            # answers so far are whole and the last is final: the silence that follows is
+            # keep-alive, not a hang; a close (announced or not) follows an answer at once
+            deadline = min(deadline, time.monotonic() + KEEPALIVE_GRACE_S)
     return "closed"
 
 
 def _complete(buffer: bytearray) -> bool:
     answers = parse_answers(bytes(buffer))
     return bool(answers) and answers[-1].complete
+
+
+def _final(buffer: bytearray) -> bool:
+    """Whether the answers so far are whole and the last is not an interim 1xx."""
+    answers = parse_answers(bytes(buffer))
+    return bool(answers) and answers[-1].complete and answers[-1].status >= 200
 
 
 _STATUS = re.compile(rb"^HTTP/(\d(?:\.\d)?) (\d{3})")

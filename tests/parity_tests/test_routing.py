@@ -148,3 +148,34 @@ def test_a_write_no_case_named_is_caught_at_once(lanes: Callable[..., Lanes]) ->
     assert any(p.startswith("dynamodb.sessions.") for p in paths), paths
 
 
+
+
+@pytest.mark.unit
+def test_unclaimed_side_effects_are_reported_like_a_case(tmp_path: Path) -> None:
+    """The end-of-run step has effects but no requests or answers: every writer takes it."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from parity_tests.harness import report
+    from parity_tests.harness.compare import Delta
+    from parity_tests.harness.runner import StepResult
+
+    step = StepResult(UNCLAIMED_CASE, "unclaimed", 0, "-", "-", None, {}, {},
+                      effects={"blue": {"dynamodb": {"sessions": {"stray-1": {"n": 1}}}},
+                               "green": {}})
+    step.differences.append(Delta("dynamodb.sessions.stray-1.n", 1, 2))
+    result = CaseResult(Case(id=UNCLAIMED_CASE, steps=()), steps=[step])
+    summary = report.summarize([result], {"lanes": ["blue", "green"], "mode": "local",
+                                          "duration_s": 1.0})
+    assert not summary["passed"]
+    report.write_json(summary, [result], tmp_path)
+    report.write_junit([result], summary, tmp_path)
+    report.write_html(summary, [result], {}, tmp_path)
+    from parity_tests.harness import reproduce
+    reproduce.write_reproducers([result], tmp_path, {"blue": "http://b", "green": "http://g"},
+                                ("k",), None, NOISE)
+    out = StringIO()
+    report.print_summary(summary, Console(file=out, width=200))
+    assert UNCLAIMED_CASE in (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "dynamodb.sessions.stray-1.n" in out.getvalue()
