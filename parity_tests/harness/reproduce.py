@@ -436,8 +436,10 @@ def read_all(sock, buffer, read_timeout):
             return "closed"
         buffer += data
         answers = parse_answers(bytes(buffer))
-        if answers and answers[-1]["complete"]:
-            deadline = min(deadline, time.monotonic() + read_timeout)
+        if answers and answers[-1]["complete"] and answers[-1]["status"] >= 200:
+            # as the runner (wire.KEEPALIVE_GRACE_S): a close or a pipelined answer follows at
+            # once; past a second of silence the connection is kept open
+            deadline = min(deadline, time.monotonic() + 1.0)
     return "closed"
 
 
