@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import signal
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -125,6 +127,24 @@ def main(argv: list[str] | None = None) -> int:
     if remote and not args.replay:
         return staging_main(args, console)
     mode: Literal["local", "remote"] = "remote" if remote else "local"
+    booting: Future[LocalLanes] | None = None
+    if not remote and not args.replay:  # the lanes boot while the cases are read and
+        # generated (about 2 s); each case's keys are known by then: corpus + generated
+        booting = ThreadPoolExecutor(1, thread_name_prefix="boot").submit(
+            LocalLanes(args.report_dir / "logs", metrics_per_step=args.metrics_per_step,
+                       cases=len(load_corpus(args.cases)) + args.generated).__enter__)
+    taken: list[LocalLanes] = []  # the booted lanes, once the run has them (it stops them)
+    try:
+        return _main(args, console, started, remote, mode, booting, taken)
+    finally:
+        if booting is not None and not taken:  # the run ended before it took the lanes
+            with contextlib.suppress(Exception):
+                booting.result().__exit__(None, None, None)
+
+
+def _main(args: argparse.Namespace, console: Console, started: float, remote: bool,
+          mode: Literal["local", "remote"], booting: Future[LocalLanes] | None,
+          taken: list[LocalLanes]) -> int:
     noise = load_noise(args.noise, mode)
     known_all = load_known(args.known)
     expired = [f"{k.case} {k.path} (owner {k.owner}, expired {k.expires}): {k.reason}"
@@ -181,8 +201,10 @@ def main(argv: list[str] | None = None) -> int:
         names = checks.selected(args.filter, not args.no_checks)
         check_run: checks.CheckRun | None = None
         with console.status("booting devstack, blue (gunicorn), blue-aa and green (uvicorn)"):
-            stack = LocalLanes(args.report_dir / "logs", metrics_per_step=args.metrics_per_step,
-                               cases=len(cases)).__enter__()
+            stack = booting.result() if booting is not None else LocalLanes(
+                args.report_dir / "logs", metrics_per_step=args.metrics_per_step,
+                cases=len(cases)).__enter__()
+            taken.append(stack)
         try:
             if names:  # the checks have their own stack and servers: they run while the
                 # corpus does (PARITY_CHECKS_AFTER=1 runs them after it, one thing at a time)
