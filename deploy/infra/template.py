@@ -331,6 +331,9 @@ def ecs() -> dict[str, Any]:
             "METRICS_NAMESPACE": namespace,
             "APP_VERSION": _ref(f"{c}Image"),
             "WEB_CONCURRENCY": str(sizing.workers(color)),
+            # behind the ALB (X-Forwarded-For in its default append mode): the client is the
+            # hop the ALB appended, one from the right (docs/alb.md)
+            "TRUST_FORWARDED_FOR": "true", "TRUSTED_PROXY_HOPS": "1",
         }
         out[f"{c}TaskDefinition"] = {"Type": "AWS::ECS::TaskDefinition", "Properties": {
             "Family": _sub(f"${{Name}}-{color}"), "Cpu": TASK_CPU, "Memory": TASK_MEMORY,

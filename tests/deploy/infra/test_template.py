@@ -16,7 +16,7 @@ from deploy.infra import template as t
 from deploy.plan import DEFAULT_PLAN, load_plan
 from devstack.commands import BLUE_CMD, GREEN_CMD
 from shared.sessions import TTL_ATTRIBUTE, rate_limit_table_spec, sessions_table_spec
-from shared.settings import DEFAULT_NAMESPACES
+from shared.settings import DEFAULT_NAMESPACES, load_settings
 
 pytestmark = pytest.mark.unit
 CFN_LINT = Path(sys.executable).with_name("cfn-lint")
@@ -164,6 +164,10 @@ def test_containers_run_what_the_images_declare(tpl: dict[str, Any]) -> None:
         assert "/health" in container["HealthCheck"]["Command"][-1]
         env = {e["Name"]: e["Value"] for e in container["Environment"]}
         assert env["METRICS_NAMESPACE"] == DEFAULT_NAMESPACES[color]
+        # behind the ALB: the hop it appended, never one the client wrote (shared/web.py)
+        assert (env["TRUST_FORWARDED_FOR"], env["TRUSTED_PROXY_HOPS"]) == ("true", "1")
+        load_settings(**{k.lower(): v for k, v in env.items()
+                         if k in ("TRUST_FORWARDED_FOR", "TRUSTED_PROXY_HOPS")})
         assert not any("KEY" in name or "SECRET" in name for name in env)
         assert [s["Name"] for s in container["Secrets"]] == ["API_KEYS"]
         assert container["LogConfiguration"]["LogDriver"] == "awslogs"
