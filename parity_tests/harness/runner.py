@@ -565,11 +565,13 @@ class Runner:
         context = self._context() if hasattr(self, "_context") else None
         keys = getattr(context, "keys", None)
         rendered = {}
+        secrets: dict[str, str] = {}
         for lane in self.lanes:
             url = httpx.URL(lane.url)
+            secrets[lane.name] = keys[0] if keys else lane.api_key
             rendered[lane.name] = step.raw.render({
                 **variables[lane.name], "host": f"{url.host}:{url.port}",
-                "api_key": keys[0] if keys else lane.api_key})
+                "api_key": secrets[lane.name]})
         self.hooks.before_step(step.request, len(self.lanes))
 
         def send(lane: Lane) -> wire.Exchange:
@@ -584,7 +586,9 @@ class Runner:
         exchanges = {name: f.result() for name, f in futures.items()}
         compared = wire.documents(exchanges)
         method, path = step.raw.request_line
-        requests = {name: Request(method=method, path=path, body=r.text(), auth=False)
+        # what was sent, as the report keeps it: the lane's key never leaves the run
+        requests = {name: Request(method=method, path=path, auth=False, body=r.text().replace(
+                        secrets[name], "{{api_key}}") if secrets[name] else r.text())
                     for name, r in rendered.items()}
         responses = {}
         for name, ex in exchanges.items():

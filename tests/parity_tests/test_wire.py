@@ -26,6 +26,7 @@ class FakeServer:
 
     def __init__(self, answer: bytes, close: bool) -> None:
         self.answer, self.close = answer, close
+        self.heads: list[bytes] = []  # every request head received
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         threading.Thread(target=self._serve, daemon=True).start()
@@ -46,6 +47,7 @@ class FakeServer:
                 if not chunk:
                     return
                 data += chunk
+            self.heads.append(data)
             conn.sendall(self.answer)
             if not self.close:
                 conn.settimeout(5)
@@ -120,3 +122,20 @@ def test_a_silent_server_is_a_hang() -> None:
 def test_a_bad_write_is_refused_when_the_file_is_read() -> None:
     with pytest.raises(CaseError, match="a write is"):
         case_from_dict({"name": "x", "raw": {"send": [{"bogus": 1}]}}, "wire_x.yaml", 0)
+
+
+def test_the_lanes_key_is_sent_but_never_kept(servers: dict[str, FakeServer]) -> None:
+    """A raw step sends each lane's real key; the step's recorded request (what the report,
+    summary.json and junit show) keeps the placeholder."""
+    case = case_from_dict({"name": "keyed", "raw": {
+        "send": [{"head": ["GET /api/v1/users/u-1/sessions HTTP/1.1", "Host: {{host}}",
+                           "X-API-Key: {{api_key}}"]}], "read_timeout": 0.5}},
+        "wire_headers.yaml", 0)
+    lanes = [_lane("blue", servers["blue"]), _lane("green", servers["blue"])]
+    for lane in lanes:
+        lane.api_key = "secret-key-of-the-lane"
+    step = Runner(lanes, [], [], None).run_case(case).steps[0]
+    assert any(b"X-API-Key: secret-key-of-the-lane" in h for h in servers["blue"].heads)
+    for request in step.requests.values():
+        assert "secret-key-of-the-lane" not in (request.body or "")
+        assert "X-API-Key: {{api_key}}" in (request.body or "")
