@@ -5,7 +5,6 @@ after the patch) flushes on its own and on SIGTERM, and nothing was imported bef
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import time
 import urllib.request
@@ -15,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 
@@ -26,6 +24,7 @@ from devstack.run import Server
 from devstack.stack import DevStack
 from shared.contracts import ChatResponse, SessionRecord
 from shared.settings import DEV_API_KEY
+from tests.e2e.test_servers import request_count
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 CONCURRENT = 8
@@ -45,19 +44,6 @@ def _emulator(stack: DevStack, path: str, body: dict[str, Any] | None = None) ->
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=5) as r:
         return json.loads(r.read())
-
-
-def _request_count(stack: DevStack, namespace: str) -> float:
-    cw = boto3.client("cloudwatch", endpoint_url=stack.moto_url, region_name="us-east-1")
-    now = dt.datetime.now(dt.UTC)
-    total = 0.0
-    for metric in cw.list_metrics(Namespace=namespace, MetricName="RequestCount")["Metrics"]:
-        stats = cw.get_metric_statistics(
-            Namespace=namespace, MetricName="RequestCount", Dimensions=metric["Dimensions"],
-            StartTime=now - dt.timedelta(minutes=10), EndTime=now + dt.timedelta(minutes=1),
-            Period=60, Statistics=["SampleCount"])
-        total += sum(p["SampleCount"] for p in stats["Datapoints"])
-    return total
 
 
 def _boot(stack: DevStack, log: Path, flush_s: str) -> tuple[Server, str]:
@@ -116,7 +102,7 @@ def test_one_gevent_worker_answers_and_overlaps_its_aws_calls(stack: DevStack,
     # SIGTERM: the worker's flusher stopped and flushed everything in worker_exit
     assert code == 0
     # the boot probe, health, chat, session read, 401, the concurrent chats
-    assert _request_count(stack, namespace) == 5 + CONCURRENT
+    assert request_count(stack, namespace) == 5 + CONCURRENT
     text = log.read_text()
     assert "Using worker: gevent" in text
     # nothing imported ssl's names before the worker patched (gunicorn_gevent.conf.py)
@@ -133,7 +119,7 @@ def test_the_flusher_greenlet_flushes_on_its_own(stack: DevStack, tmp_path: Path
         seen = 0.0
         while time.monotonic() < deadline and seen < 2:  # the probe and this health check
             time.sleep(0.5)
-            seen = _request_count(stack, namespace)
+            seen = request_count(stack, namespace)
         assert seen >= 2, "the metrics flusher did not run while the worker was idle"
     finally:
         assert srv.stop() == 0

@@ -20,6 +20,20 @@ from shared.contracts import ChatResponse, PerformanceSnapshot, SessionRecord
 from shared.settings import DEV_API_KEY
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+
+
+def request_count(stack: DevStack, namespace: str) -> float:
+    """RequestCount observations CloudWatch (moto) holds for ``namespace``, every endpoint."""
+    cw = boto3.client("cloudwatch", endpoint_url=stack.moto_url, region_name="us-east-1")
+    now = dt.datetime.now(dt.UTC)
+    total = 0.0
+    for metric in cw.list_metrics(Namespace=namespace, MetricName="RequestCount")["Metrics"]:
+        stats = cw.get_metric_statistics(
+            Namespace=namespace, MetricName="RequestCount", Dimensions=metric["Dimensions"],
+            StartTime=now - dt.timedelta(minutes=10), EndTime=now + dt.timedelta(minutes=1),
+            Period=60, Statistics=["SampleCount"])
+        total += sum(p["SampleCount"] for p in stats["Datapoints"])
+    return total
 PORTS = {"blue": 18401, "green": 18402}
 
 
@@ -86,13 +100,5 @@ def test_chat_through_real_server(server: tuple[Server, str], e2e_stack: DevStac
 
     # SIGTERM: every worker flushes its buffer on the way out; count what CloudWatch got.
     assert srv.stop() == 0
-    cw = boto3.client("cloudwatch", endpoint_url=e2e_stack.moto_url, region_name="us-east-1")
-    now = dt.datetime.now(dt.UTC)
-    total = 0.0
-    for metric in cw.list_metrics(Namespace=namespace, MetricName="RequestCount")["Metrics"]:
-        stats = cw.get_metric_statistics(
-            Namespace=namespace, MetricName="RequestCount", Dimensions=metric["Dimensions"],
-            StartTime=now - dt.timedelta(minutes=10), EndTime=now + dt.timedelta(minutes=1),
-            Period=60, Statistics=["SampleCount"])
-        total += sum(p["SampleCount"] for p in stats["Datapoints"])
+    total = request_count(e2e_stack, namespace)
     assert total == served, "request observations were lost (or counted twice) on SIGTERM"
